@@ -1,0 +1,34 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from fastapi import FastAPI
+
+from aqualens import __version__
+from aqualens.api import errors
+from aqualens.catalog.context import Context
+
+# Each module exposes ``router``; listed here so the app is assembled in one visible place.
+ROUTERS = [
+    "aqualens.api.routes.system",
+    "aqualens.api.routes.collections",
+    "aqualens.api.routes.images",
+    "aqualens.api.routes.annotations",
+    "aqualens.api.routes.labels",
+    "aqualens.web.pages",
+]
+
+
+def create_app(ctx: Context | None = None) -> FastAPI:
+    """Build the app for ``ctx`` (default: settings from the environment)."""
+    ctx = ctx or Context()
+    app = FastAPI(title="AquaLens", version=__version__,
+                  description="Open AI image analysis for aquatic science.",
+                  openapi_url="/api/v1/openapi.json", docs_url="/docs")
+    app.state.ctx = ctx
+    errors.install(app)
+    for name in ROUTERS:
+        app.include_router(import_module(name).router)
+    return app

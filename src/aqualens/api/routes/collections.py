@@ -1,0 +1,5 @@
+"""REST routes for collections (placeholder until written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/api/v1", tags=["collections"])

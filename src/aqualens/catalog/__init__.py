@@ -1,0 +1,1 @@
+"""Catalogue: SQLAlchemy tables, sessions, queries and Alembic migrations."""

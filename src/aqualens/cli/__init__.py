@@ -1,0 +1,1 @@
+"""Typer CLI: ``aqualens --help``."""

@@ -1,0 +1,1 @@
+"""Core: settings, the error hierarchy and the plugin registry. Imports nothing else of AquaLens."""
