@@ -1,7 +1,8 @@
 """One registry for every plugin point, fed by entry points.
 
 Built-ins register through ``pyproject.toml`` entry points exactly like third-party plugins, so
-``aqualens.formats``, ``aqualens.models``, ``aqualens.storage`` and ``aqualens.services`` all list
+``aqualens.formats``, ``aqualens.models``, ``aqualens.storage``, ``aqualens.services`` and ``aqualens.jobs``
+(job kinds) all list
 what is installed the same way. Entry points load lazily, on first use of a group; tests and
 notebooks can also :meth:`Registry.register` an object directly.
 """
@@ -14,7 +15,8 @@ from typing import Any
 
 from aqualens.core.errors import NotFound
 
-GROUPS = ("aqualens.storage", "aqualens.formats", "aqualens.models", "aqualens.services")
+GROUPS = ("aqualens.storage", "aqualens.formats", "aqualens.models", "aqualens.services",
+          "aqualens.jobs")
 
 
 class Registry:
