@@ -15,9 +15,17 @@ ROUTERS = [
     "aqualens.api.routes.system",
     "aqualens.api.routes.collections",
     "aqualens.api.routes.images",
+    "aqualens.api.routes.uploads",
     "aqualens.api.routes.annotations",
     "aqualens.api.routes.labels",
+    "aqualens.api.routes.search",
+    "aqualens.api.routes.interchange",
+    "aqualens.api.routes.jobs",
+    "aqualens.api.routes.services",
     "aqualens.web.pages",
+    "aqualens.api.routes.models",
+    "aqualens.api.routes.identify",
+    "aqualens.api.routes.deepaas_v2",
 ]
 
 

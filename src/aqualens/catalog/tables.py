@@ -208,6 +208,9 @@ class Model(Base):
         ForeignKey("dataset_versions.id", ondelete="SET NULL"))
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Runtime-specific settings (ModelInfo.options) and extra files {name: sha256} in the store.
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    files: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     visibility: Mapped[str] = mapped_column(String(8), default="private")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

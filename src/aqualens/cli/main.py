@@ -16,6 +16,12 @@ app = typer.Typer(help="AquaLens: catalogue, analyse and publish aquatic images.
 
 COMMAND_MODULES = [
     "aqualens.cli.instance",
+    "aqualens.cli.catalog",
+    "aqualens.cli.ingest",
+    "aqualens.cli.interchange",
+    "aqualens.cli.maintenance",
+    "aqualens.cli.jobs",
+    "aqualens.cli.models",
 ]
 
 

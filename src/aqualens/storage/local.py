@@ -55,9 +55,13 @@ class LocalBlobStore(BlobStore):
                 os.fsync(out.fileno())
             os.replace(tmp, dest)
             self._fsync_dir(dest.parent)
-        except OSError as exc:
+        except BaseException as exc:
+            # Any failure (disk full, interrupt) removes the temp file; the key is never partial.
             Path(tmp).unlink(missing_ok=True)
-            raise StorageError(f"cannot write blob {dest.name}: {exc.strerror}") from exc
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot write blob {dest.name}: {exc.strerror or exc}",
+                                   field="sha256") from exc
+            raise
 
     def put_file(self, path: Path, sha: str | None = None, tier: str = "active") -> str:
         check_tier(tier)
@@ -78,16 +82,23 @@ class LocalBlobStore(BlobStore):
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
         h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            for chunk in iter(lambda: stream.read(1024 * 1024), b""):
-                h.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if h.hexdigest() != sha:
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in iter(lambda: stream.read(1024 * 1024), b""):
+                    h.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if h.hexdigest() != sha:
+                raise IntegrityError(f"stream does not match sha256:{sha}", field="sha256")
+            os.replace(tmp, dest)
+            self._fsync_dir(dest.parent)
+        except BaseException as exc:
+            # A failed or interrupted write leaves neither a partial blob nor its temp file.
             Path(tmp).unlink(missing_ok=True)
-            raise IntegrityError(f"stream does not match sha256:{sha}", field="sha256")
-        os.replace(tmp, dest)
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot write blob {sha}: {exc.strerror or exc}") from exc
+            raise
         return sha
 
     def tier_of(self, sha: str) -> str | None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 06:38:08.079929
+Create Date: 2026-11-21 06:44:46.091163
 """
 from alembic import op
 import sqlalchemy as sa
@@ -250,6 +250,8 @@ def upgrade() -> None:
     sa.Column('dataset_version_id', sa.Integer(), nullable=True),
     sa.Column('job_id', sa.String(length=36), nullable=True),
     sa.Column('params', sa.JSON(), nullable=False),
+    sa.Column('options', sa.JSON(), nullable=False),
+    sa.Column('files', sa.JSON(), nullable=False),
     sa.Column('owner_id', sa.Integer(), nullable=False),
     sa.Column('visibility', sa.String(length=8), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),

@@ -1,0 +1,102 @@
+"""Benchmark (issue 6): train the default fish detector on ../shared/data/deepfish, twice.
+
+1. random 80/20 image split (fixed seed): target AP50 >= 0.5 within 20 minutes on 2 cores;
+2. whole videos held out (the name before ``_f0000..`` names the video; frames of one video are
+   near-duplicates, so a random split leaks): target AP50 >= 0.35.
+
+Validation (early stopping, best epoch) uses 10% of the training part, split the same way as the
+test part (by image, or by video). AP figures are on the held-out 20% through pycocotools.
+
+    .venv/bin/python bench/train_detect.py [--split random|video|both] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from aqualens.training.data import build_train_data, group_of, path_reader, yolo_folder  # noqa: E402
+from aqualens.training.evaluate import detection_metrics  # noqa: E402
+from aqualens.training.loop import TrainConfig, pick_device, predict_detect, train  # noqa: E402
+from aqualens.training.splits import make_splits  # noqa: E402
+
+VIDEO = r"^(.*?)_f\d+_"
+TARGETS = {"random": 0.5, "video": 0.35}
+TARGET_MIN = 20.0
+
+
+def run(kind: str, args: argparse.Namespace) -> dict:
+    t0 = time.monotonic()
+    items, names = yolo_folder(args.data)
+    keys = [it.name for it in items]
+    labels = [[names[c] for c in it.labels] or ["(empty)"] for it in items]
+    groups = [group_of(Path(k).name, VIDEO) for k in keys] if kind == "video" else None
+    outer = make_splits(keys, labels, groups=groups, seed=args.seed,
+                        fractions={"train": 0.8, "test": 0.2})
+    by = {it.name: it for it in items}
+    tr = [by[k] for k in outer["train"]]
+    inner = make_splits([it.name for it in tr], [labels[keys.index(it.name)] for it in tr],
+                        groups=[group_of(Path(it.name).name, VIDEO) for it in tr]
+                        if kind == "video" else None,
+                        seed=args.seed, fractions={"train": 0.9, "val": 0.1})
+    cfg = TrainConfig(task="detect", seed=args.seed, device=args.device, threads=args.threads,
+                      epochs=args.epochs, max_minutes=args.max_minutes).resolved()
+    h, w = cfg.input_size
+    data = {k: build_train_data([by[n] for n in v], path_reader, "detect", h, w, 3, cfg.resize)
+            for k, v in {**inner, "test": outer["test"]}.items()}
+
+    def show(p: dict) -> None:
+        print(f"[{kind}] epoch {p['epoch']:3d}/{p['epochs']} loss {p['loss']:.3f} val AP50 "
+              f"{p['val_metric']:.3f} ({p['seconds']:.0f}s, eta {p['eta_s'] / 60:.1f} min)",
+              flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        res = train(cfg, data["train"], data["val"], names, Path(tmp), progress=show)
+    test = data["test"]
+    dets = predict_detect(res.net, test.images, res.mean, res.std, pick_device(args.device))
+    m = detection_metrics(list(zip(test.boxes, test.box_labels)), dets, [(w, h)] * len(test),
+                          names)
+    wall = time.monotonic() - t0
+    target = TARGETS[kind]
+    print(f"\ndeepfish detect, {kind} split: train {len(data['train'])} / val "
+          f"{len(data['val'])} / test {len(test)} images, {res.epochs_run} epochs "
+          f"(best {res.best_epoch}, stop: {res.stopped}), device {args.device}")
+    print(f"test AP50  {m['AP50']:.3f}   target >= {target}  ratio {m['AP50'] / target:.2f}  "
+          f"{'MET' if m['AP50'] >= target else 'MISSED'}")
+    print(f"test AP    {m['AP']:.3f}   AP75 {m['AP75']:.3f}")
+    print(f"wall time  {wall / 60:.2f} min   target <= {TARGET_MIN} min  ratio "
+          f"{wall / 60 / TARGET_MIN:.2f}  {'MET' if wall / 60 <= TARGET_MIN else 'MISSED'}\n")
+    return {"split": kind, "AP50": m["AP50"], "AP": m["AP"], "AP75": m["AP75"], "wall_s": wall,
+            "epochs": res.epochs_run, "device": args.device}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "deepfish")
+    ap.add_argument("--split", choices=["random", "video", "both"], default="both")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--max-minutes", type=float, default=18.0,
+                    help="training time budget per run (the target is 20 min end to end)")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    kinds = ["random", "video"] if args.split == "both" else [args.split]
+    out = [run(k, args) for k in kinds]
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

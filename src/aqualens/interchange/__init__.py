@@ -1,0 +1,1 @@
+"""Annotation interchange: import files into the catalogue, export collections and queries."""

@@ -1,0 +1,95 @@
+"""ONNX Runtime: the default serving runtime (CUDA when available, else CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from aqualens.core.errors import ModelError
+from aqualens.models.base import (ONNX_INPUT, ModelInfo, ModelRuntime, Result,
+                                  check_predict_args)
+from aqualens.models.postprocess import decode
+from aqualens.models.preprocess import preprocess_batch
+
+
+def providers_for(device: str) -> list[str]:
+    """Execution providers for ``device`` ("auto", "cpu", "cuda")."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" not in available:
+        raise ModelError("device 'cuda' asked for but onnxruntime has no CUDA provider",
+                         field="device", valid="auto, cpu")
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxModel(ModelRuntime):
+    """An ONNX model following the AquaLens tensor conventions (see :mod:`models.base`)."""
+
+    name = "onnx"
+    suffixes = (".onnx",)
+
+    def __init__(self, info: ModelInfo, session, device: str) -> None:  # noqa: ANN001
+        super().__init__(info, device)
+        self.session = session
+        inputs = session.get_inputs()
+        names = [i.name for i in inputs]
+        self.input_name = ONNX_INPUT if ONNX_INPUT in names else names[0]
+        shape = next(i.shape for i in inputs if i.name == self.input_name)
+        # A model exported with a fixed batch of 1 is run image by image.
+        self.max_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        self.output_names = [o.name for o in session.get_outputs()]
+        spec = info.input_spec
+        if len(shape) != 4:
+            raise ModelError(f"ONNX input {self.input_name!r} must be NCHW (4-D), got {shape}",
+                             field="artefact")
+        fixed = [(d, want, what) for d, want, what in
+                 ((shape[1], spec.channels, "channels"), (shape[2], spec.height, "height"),
+                  (shape[3], spec.width, "width")) if isinstance(d, int) and d != want]
+        if fixed:
+            d, want, what = fixed[0]
+            raise ModelError(f"the ONNX model expects {what} {d} but input_spec says {want}",
+                             field=f"input_spec.{what}", valid=str(d))
+
+    @classmethod
+    def load(cls, artefact: Path, info: ModelInfo, device: str = "auto") -> OnnxModel:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = providers_for(device)
+        try:
+            session = ort.InferenceSession(str(artefact), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"cannot load ONNX model {Path(artefact).name}: "
+                             f"{str(exc).splitlines()[0][:300]}", field="artefact") from None
+        used = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
+        return cls(info, session, used)
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw outputs for a preprocessed batch, by output name."""
+        step = self.max_batch or len(batch)
+        parts = [self.session.run(None, {self.input_name: batch[i:i + step]})
+                 for i in range(0, len(batch), step)]
+        return {name: np.concatenate([p[j] for p in parts]) if len(parts) > 1 else parts[0][j]
+                for j, name in enumerate(self.output_names)}
+
+    def predict(self, images: list[np.ndarray], top_k: int = 5,
+                threshold: float = 0.0) -> list[Result]:
+        check_predict_args(images, top_k, threshold)
+        if not images:
+            return []
+        batch, transforms = preprocess_batch(images, self.info.input_spec)
+        try:
+            outputs = self.run(batch)
+        except Exception as exc:
+            if isinstance(exc, ModelError):
+                raise
+            raise ModelError(f"model {self.info.name} {self.info.version} failed: "
+                             f"{str(exc).splitlines()[0][:300]}", field="images") from None
+        return decode(self.info, outputs, transforms, top_k, float(threshold))

@@ -1,0 +1,329 @@
+"""The model registry: Model rows + artefacts in the blob store, and warm runtimes per process.
+
+A model is ``name`` + semantic ``version``; its PID is the sha256 of its artefact (the ONNX or
+TorchScript file, or for a DEEPaaS module the small JSON descriptor naming the module). Models are
+owned and private by default; :func:`update_model` can make one public.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aqualens.catalog.tables import Annotation, DatasetVersion, Model, User
+from aqualens.catalog.users import check_visibility, check_write, visible
+from aqualens.core.errors import Conflict, IntegrityError, NotFound, ValidationError
+from aqualens.core.plugins import get_registry
+from aqualens.models.base import (SEMVER_RE, ModelInfo, ModelRuntime, validate_name,
+                                  validate_version)
+
+if TYPE_CHECKING:
+    from aqualens.catalog.context import Context
+    from aqualens.storage.base import BlobStore
+
+GROUP = "aqualens.models"
+EDITABLE = ("description", "card", "licence", "keywords", "visibility", "metrics")
+# Loaded runtimes kept per process (LRU): enough for a few models side by side.
+CACHE_SIZE = 8
+
+
+def runtime_class(runtime: str) -> type[ModelRuntime]:
+    """The ModelRuntime class registered as ``runtime`` in the ``aqualens.models`` group."""
+    try:
+        return get_registry().get(GROUP, runtime)
+    except NotFound:
+        raise ValidationError(f"unknown model runtime {runtime!r}", field="runtime",
+                              valid=", ".join(get_registry().names(GROUP))) from None
+
+
+def guess_runtime(path: Path) -> str:
+    """``onnx`` for ``.onnx``, ``torchscript`` for ``.pt``/``.pth``/``.ts``, by suffix."""
+    suffix = Path(path).suffix.lower()
+    for name in get_registry().names(GROUP):
+        try:
+            cls = runtime_class(name)
+        except Exception:  # noqa: BLE001 - a broken third-party plugin must not hide the others
+            continue
+        if suffix in getattr(cls, "suffixes", ()):
+            return name
+    raise ValidationError(f"cannot tell the runtime of {Path(path).name} from its suffix",
+                          field="runtime", valid="onnx (.onnx), torchscript (.pt, .pth, .ts)")
+
+
+def semver_key(version: str) -> tuple:
+    """Sort key following semver precedence (a pre-release sorts before its release)."""
+    m = SEMVER_RE.match(version)
+    if not m:
+        return (0, 0, 0, 0, ())
+    major, minor, patch, pre = int(m[1]), int(m[2]), int(m[3]), m[4]
+    pre_key = tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
+                    for p in pre.split(".")) if pre else ()
+    return (major, minor, patch, 0 if pre else 1, pre_key)
+
+
+def check_metrics(metrics: Any) -> dict[str, Any]:
+    """Metrics: ``{"overall": {name: number}, "per_class": {label: {name: number}},
+    "dataset_version_id": int | None, ...}``; free extra keys are kept (plots, split)."""
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, dict):
+        raise ValidationError("metrics must be an object", field="metrics",
+                              valid='{"overall": {...}, "per_class": {...}}')
+    for key in ("overall", "per_class"):
+        if key in metrics and not isinstance(metrics[key], dict):
+            raise ValidationError(f"metrics.{key} must be an object", field=f"metrics.{key}")
+    try:
+        return json.loads(json.dumps(metrics))
+    except (TypeError, ValueError):
+        raise ValidationError("metrics must be JSON", field="metrics") from None
+
+
+def model_info(model: Model) -> ModelInfo:
+    """The ModelInfo a Model row describes."""
+    return ModelInfo(name=model.name, version=model.version, task=model.task,
+                     labels=list(model.labels or []), input_spec=dict(model.input_spec or {}),
+                     runtime=model.runtime, description=model.description or "",
+                     licence=model.licence, keywords=list(model.keywords or []),
+                     metrics=dict(model.metrics or {}), card=model.card or "",
+                     options=dict(model.options or {}))
+
+
+def register_model(session: Session, store: BlobStore, artefact_path: Path, info: ModelInfo,
+                   owner_id: int, *, metrics: dict | None = None, card: str = "",
+                   licence: str | None = None, keywords: tuple | list = (),
+                   dataset_version_id: int | None = None, job_id: str | None = None,
+                   params: dict | None = None, extra_files: dict[str, Path] | None = None,
+                   visibility: str = "private", check_load: bool = True) -> Model:
+    """Store the artefact (and extra files) and create the Model row.
+
+    ``metrics``/``card``/``licence``/``keywords`` override what ``info`` carries. With
+    ``check_load`` the artefact is loaded once with its runtime first, so a broken file or an
+    input spec that contradicts the model is refused before anything is stored.
+    """
+    validate_name(info.name)
+    validate_version(info.version)
+    check_visibility(visibility)
+    artefact_path = Path(artefact_path)
+    if not artefact_path.is_file():
+        raise ValidationError(f"artefact {artefact_path} is not a file", field="artefact")
+    if session.scalar(select(Model.id).where(Model.name == info.name,
+                                             Model.version == info.version)) is not None:
+        raise Conflict(f"model {info.name} {info.version} exists already", field="version",
+                       valid="a new semantic version")
+    if dataset_version_id is not None and session.get(DatasetVersion, dataset_version_id) is None:
+        raise NotFound(f"no dataset version {dataset_version_id}", field="dataset_version_id")
+    cls = runtime_class(info.runtime)
+    if check_load:
+        cls.load(artefact_path, info, device="cpu").close()
+    files = {}
+    for name, path in (extra_files or {}).items():
+        if not Path(path).is_file():
+            raise ValidationError(f"extra file {name!r} ({path}) is not a file", field=name)
+        files[name] = store.put_file(Path(path))
+    sha = store.put_file(artefact_path)
+    metrics = check_metrics(metrics if metrics is not None else info.metrics)
+    row = Model(name=info.name, version=info.version, task=info.task, runtime=info.runtime,
+                labels=[lab.to_dict() for lab in info.labels],
+                input_spec=info.input_spec.to_dict(), metrics=metrics,
+                keywords=[str(k) for k in (keywords or info.keywords or [])],
+                licence=licence if licence is not None else info.licence,
+                card=card or info.card or "", description=info.description or "",
+                artefact_sha256=sha, dataset_version_id=dataset_version_id, job_id=job_id,
+                params=dict(params or {}), options=dict(info.options or {}), files=files,
+                owner_id=owner_id, visibility=visibility)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_model(session: Session, ref: int | str, user: User | None) -> Model:
+    """A model by id, ``name`` (highest version) or ``name@version``, if ``user`` may read it."""
+    query = select(Model).where(visible(Model, user))
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        row = session.scalar(query.where(Model.id == int(ref)))
+    else:
+        name, _, version = str(ref).partition("@")
+        if version:
+            row = session.scalar(query.where(Model.name == name, Model.version == version))
+        else:
+            rows = list(session.scalars(query.where(Model.name == name)))
+            row = max(rows, key=lambda m: semver_key(m.version)) if rows else None
+    if row is None:
+        raise NotFound(f"no model {ref!r}", field="model",
+                       valid="a model id, name or name@version from 'aqualens models list'")
+    return row
+
+
+def list_models(session: Session, user: User | None, *, task: str | None = None,
+                name: str | None = None, text: str | None = None, latest_only: bool = False,
+                limit: int = 200, offset: int = 0) -> list[Model]:
+    """Models ``user`` may see, by name then newest version first."""
+    query = select(Model).where(visible(Model, user))
+    if task:
+        query = query.where(Model.task == task)
+    if name:
+        query = query.where(Model.name == name)
+    rows = list(session.scalars(query.order_by(Model.name, Model.id)))
+    if text:
+        t = text.lower()
+        rows = [m for m in rows if t in m.name.lower() or t in (m.description or "").lower()
+                or any(t in str(k).lower() for k in (m.keywords or []))]
+    rows.sort(key=lambda m: semver_key(m.version), reverse=True)
+    rows.sort(key=lambda m: m.name)  # stable: newest version first within a name
+    if latest_only:
+        seen: set[str] = set()
+        rows = [m for m in rows if not (m.name in seen or seen.add(m.name))]
+    return rows[offset:offset + limit]
+
+
+def update_model(session: Session, ref: int | str, user: User | None, **changes: Any) -> Model:
+    """Change the descriptive fields of a model (never its artefact, name, version or labels:
+    those make a new version)."""
+    model = get_model(session, ref, user)
+    check_write(model, user, "model")
+    unknown = sorted(set(changes) - set(EDITABLE))
+    if unknown:
+        raise ValidationError(f"cannot change {', '.join(unknown)} of a model", field=unknown[0],
+                              valid=", ".join(EDITABLE) + " (register a new version for the rest)")
+    if "visibility" in changes:
+        model.visibility = check_visibility(changes["visibility"])
+    if "metrics" in changes:
+        model.metrics = check_metrics(changes["metrics"])
+    if "keywords" in changes:
+        kw = changes["keywords"]
+        if not isinstance(kw, (list, tuple)) or not all(isinstance(k, str) for k in kw):
+            raise ValidationError("keywords must be a list of strings", field="keywords")
+        model.keywords = list(kw)
+    for key in ("description", "card", "licence"):
+        if key in changes:
+            value = changes[key]
+            if value is not None and not isinstance(value, str):
+                raise ValidationError(f"{key} must be text", field=key)
+            setattr(model, key, value if key == "licence" else (value or ""))
+    session.flush()
+    return model
+
+
+def delete_model(ctx: Context, ref: int | str, user: User | None) -> dict[str, Any]:
+    """Delete a model row; its blobs go too unless another model shares them. Annotations it
+    produced stay (their ``model_id`` becomes null; ``attributes.model`` keeps name@version)."""
+    with ctx.session() as s:
+        model = get_model(s, ref, user)
+        check_write(model, user, "model")
+        shas = {model.artefact_sha256, *(model.files or {}).values()}
+        if model.package_sha256:
+            shas.add(model.package_sha256)
+        out = {"id": model.id, "name": model.name, "version": model.version}
+        n_ann = s.scalar(select(Annotation.id).where(Annotation.model_id == model.id).limit(1))
+        s.delete(model)
+        s.flush()
+        still = set()
+        for other in s.scalars(select(Model)):
+            still |= {other.artefact_sha256, other.package_sha256, *(other.files or {}).values()}
+    for sha in shas - still:
+        try:
+            ctx.store.delete(sha)
+        except NotFound:
+            pass
+    forget_runtime(out["id"])
+    out["had_annotations"] = n_ann is not None
+    return out
+
+
+def model_dict(model: Model, *, owner_name: str | None = None) -> dict[str, Any]:
+    """The JSON view of a model (API, CLI)."""
+    return {"id": model.id, "name": model.name, "version": model.version, "task": model.task,
+            "runtime": model.runtime, "pid": f"sha256:{model.artefact_sha256}",
+            "artefact_sha256": model.artefact_sha256, "package_sha256": model.package_sha256,
+            "labels": model.labels, "input_spec": model.input_spec, "metrics": model.metrics,
+            "keywords": model.keywords, "licence": model.licence, "card": model.card,
+            "description": model.description, "options": model.options, "files": model.files,
+            "lineage": {"dataset_version_id": model.dataset_version_id, "job_id": model.job_id,
+                        "params": model.params},
+            "owner_id": model.owner_id, "owner": owner_name, "visibility": model.visibility,
+            "created_at": model.created_at.isoformat() if model.created_at else None}
+
+
+# ---- warm runtimes -------------------------------------------------------------------------
+
+_cache: OrderedDict[tuple, ModelRuntime] = OrderedDict()
+_by_model: dict[int, tuple] = {}
+_lock = threading.Lock()
+_loading: dict[tuple, threading.Lock] = {}
+
+
+def _artefact_path(ctx: Context, sha: str, suffix: str) -> Path:
+    """A local file for a stored artefact: the blob itself on a local store, else a cached
+    download under ``<data_dir>/cache/models`` verified against its sha256."""
+    local = ctx.store.local_path(sha)
+    if local is not None and Path(local).is_file():
+        return Path(local)
+    cache = Path(ctx.settings.data_dir) / "cache" / "models"
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / f"{sha}{suffix}"
+    if not target.is_file():
+        from aqualens.storage.base import sha256_file
+
+        with tempfile.NamedTemporaryFile(dir=cache, delete=False) as tmp:
+            with ctx.store.open(sha) as src:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    tmp.write(chunk)
+        if sha256_file(Path(tmp.name)) != sha:
+            Path(tmp.name).unlink(missing_ok=True)
+            raise IntegrityError(f"stored artefact {sha} does not match its checksum",
+                                 field="artefact")
+        Path(tmp.name).replace(target)
+    return target
+
+
+def load_runtime(ctx: Context, model_id: int, device: str = "auto") -> ModelRuntime:
+    """The warm runtime of a model (loaded once per process and kept; LRU of CACHE_SIZE).
+
+    No permission check: callers check that the user may read the model first.
+    """
+    with ctx.session() as s:
+        model = s.get(Model, int(model_id))
+        if model is None:
+            raise NotFound(f"no model {model_id}", field="model")
+        info, sha = model_info(model), model.artefact_sha256
+    key = (ctx.db_url, int(model_id), sha, device)
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        load_lock = _loading.setdefault(key, threading.Lock())
+    with load_lock:  # one load per model even when many requests arrive at once
+        with _lock:
+            if key in _cache:
+                return _cache[key]
+        cls = runtime_class(info.runtime)
+        suffix = (cls.suffixes or (".bin",))[0]
+        runtime = cls.load(_artefact_path(ctx, sha, suffix), info, device=device)
+        with _lock:
+            _cache[key] = runtime
+            _by_model[int(model_id)] = key
+            while len(_cache) > CACHE_SIZE:
+                _, old = _cache.popitem(last=False)
+                old.close()
+            _loading.pop(key, None)
+    return runtime
+
+
+def forget_runtime(model_id: int | None = None) -> None:
+    """Drop cached runtimes (one model, or all); tests and model deletion use this."""
+    with _lock:
+        keys = list(_cache) if model_id is None else [k for k in _cache if k[1] == model_id]
+        for k in keys:
+            _cache.pop(k).close()
+
+
+def runtime_from_files(artefact: Path, info: ModelInfo, device: str = "auto") -> ModelRuntime:
+    """A runtime straight from files, with no catalogue (offline packages)."""
+    return runtime_class(info.runtime).load(Path(artefact), info, device=device)

@@ -1,0 +1,78 @@
+"""TorchScript runtime: a ``torch.jit.save``d module following the ONNX tensor conventions.
+
+The module takes the NCHW float batch and returns either one tensor (classify: logits; segment:
+masks; embed: embedding), a tuple in convention order (detect: boxes, scores, labels), or a dict
+keyed by the convention names.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from aqualens.core.errors import ModelError
+from aqualens.models.base import (ONNX_BOXES, ONNX_EMBEDDING, ONNX_LABELS, ONNX_LOGITS,
+                                  ONNX_MASKS, ONNX_SCORES, ModelInfo, ModelRuntime, Result,
+                                  check_predict_args)
+from aqualens.models.postprocess import decode
+from aqualens.models.preprocess import preprocess_batch
+
+SINGLE_OUTPUT = {"classify": ONNX_LOGITS, "segment": ONNX_MASKS, "embed": ONNX_EMBEDDING}
+
+
+class TorchScriptModel(ModelRuntime):
+    """A TorchScript model on CPU or CUDA."""
+
+    name = "torchscript"
+    suffixes = (".pt", ".pth", ".torchscript", ".ts")
+
+    def __init__(self, info: ModelInfo, module, device: str) -> None:  # noqa: ANN001
+        super().__init__(info, device)
+        self.module = module
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, artefact: Path, info: ModelInfo, device: str = "auto") -> TorchScriptModel:
+        import torch
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ModelError("device 'cuda' asked for but torch sees no GPU", field="device",
+                             valid="auto, cpu")
+        dev = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+        try:
+            module = torch.jit.load(str(artefact), map_location=dev)
+        except Exception as exc:  # torch raises RuntimeError with long C++ traces
+            raise ModelError(f"cannot load TorchScript model {Path(artefact).name}: "
+                             f"{str(exc).splitlines()[0][:300]}", field="artefact") from None
+        module.eval()
+        return cls(info, module, dev)
+
+    def _outputs(self, raw) -> dict[str, np.ndarray]:  # noqa: ANN001
+        def np_(t):  # noqa: ANN001, ANN202
+            return t.detach().cpu().numpy()
+
+        if isinstance(raw, dict):
+            return {k: np_(v) for k, v in raw.items()}
+        if isinstance(raw, (tuple, list)):
+            if self.info.task == "detect" and len(raw) == 3:
+                return dict(zip((ONNX_BOXES, ONNX_SCORES, ONNX_LABELS), map(np_, raw)))
+            raw = raw[0]
+        return {SINGLE_OUTPUT.get(self.info.task, ONNX_LOGITS): np_(raw)}
+
+    def predict(self, images: list[np.ndarray], top_k: int = 5,
+                threshold: float = 0.0) -> list[Result]:
+        import torch
+
+        check_predict_args(images, top_k, threshold)
+        if not images:
+            return []
+        batch, transforms = preprocess_batch(images, self.info.input_spec)
+        try:
+            with self._lock, torch.inference_mode():
+                raw = self.module(torch.from_numpy(batch).to(self.device))
+        except Exception as exc:
+            raise ModelError(f"model {self.info.name} {self.info.version} failed: "
+                             f"{str(exc).splitlines()[0][:300]}", field="images") from None
+        return decode(self.info, self._outputs(raw), transforms, top_k, float(threshold))

@@ -1,0 +1,1 @@
+"""Processing engine: durable jobs, the Dask runner, batch kinds, event-driven services."""

@@ -1,0 +1,79 @@
+"""Connecting to Dask: an in-process ``LocalCluster`` (embedded tier) or a scheduler address.
+
+- No ``AQUALENS_DASK__ADDRESS``: a ``LocalCluster`` in this process with
+  ``settings.dask.n_workers`` workers of ``threads_per_worker`` threads (``processes=True`` for
+  worker processes; threads share this process's warm models and catalogue connection pool).
+- ``AQUALENS_DASK__ADDRESS=tcp://scheduler:8786``: a client of that scheduler; workers are started
+  with ``aqualens worker tcp://scheduler:8786`` (or ``dask worker``) wherever the data and
+  catalogue are reachable: Kubernetes pods, SLURM jobs via dask-jobqueue (see
+  docs/processing.md and deploy/).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from aqualens.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from aqualens.core.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def open_client(settings: Settings, *, timeout_s: float = 30) -> Client:
+    """A Dask client for ``settings.dask`` (a new LocalCluster when no address is set)."""
+    from distributed import Client, LocalCluster
+
+    dask = settings.dask
+    if dask.address:
+        try:
+            return Client(dask.address, timeout=timeout_s, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"cannot reach the Dask scheduler at {dask.address}: {exc}",
+                              field="AQUALENS_DASK__ADDRESS",
+                              valid="tcp://host:8786 of a running 'dask scheduler'") from None
+    cluster = LocalCluster(n_workers=dask.n_workers, threads_per_worker=dask.threads_per_worker,
+                           processes=dask.processes, dashboard_address=None,
+                           silence_logs=logging.WARNING)
+    return Client(cluster, set_as_default=False)
+
+
+def close_client(client: Client) -> None:
+    """Close a client and, when it owns one, its LocalCluster."""
+    cluster = getattr(client, "cluster", None)
+    try:
+        client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def total_threads(client: Client) -> int:
+    """Worker threads the scheduler knows now (at least 1)."""
+    try:
+        return max(1, sum(client.nthreads().values()))
+    except Exception:  # noqa: BLE001 - a scheduler without workers yet
+        return 1
+
+
+def run_worker(address: str, *, nthreads: int = 1, name: str | None = None,
+               memory_limit: str = "auto", nanny: bool = True) -> None:
+    """Run a Dask worker that joins the scheduler at ``address`` until interrupted.
+
+    With ``nanny`` a supervisor restarts the worker process if it dies.
+    """
+    import asyncio
+
+    from distributed import Nanny, Worker
+
+    async def main() -> None:
+        cls = Nanny if nanny else Worker
+        async with cls(address, nthreads=nthreads, name=name,
+                       memory_limit=memory_limit) as worker:
+            await worker.finished()
+
+    asyncio.run(main())

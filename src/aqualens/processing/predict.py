@@ -1,0 +1,174 @@
+"""Built-in job kind ``predict``: run a registered model over catalogue images (reanalysis).
+
+Parameters (JSON)::
+
+    {"model": "fish@2.0.0" | 17,            # resolved to model_id when the job is created
+     "collection": "obsea-cam1" | "image_ids": [...] | "query": {...},
+     "top_k": 5, "threshold": 0.0, "batch_size": 32}
+
+Workers load the model once per process through ``aqualens.models.registry.load_runtime`` (an LRU
+of warm runtimes) and decode + predict a whole batch at once. The annotations (status
+``predicted``, source ``model``, ``model_id``, ``job_id``) are written in the same transaction as
+the job's (job, image) result rows, so a retried or resumed batch never duplicates them, and the
+results of different model versions / runs stay side by side, told apart by ``job_id``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from aqualens.catalog.tables import Annotation, Image, User
+from aqualens.core.errors import ValidationError
+from aqualens.processing.kinds import BatchJobKind
+from aqualens.processing.stats import image_shas, load_rgb
+
+
+def check_predict_params(session: Session, params: dict, owner_id: int) -> dict:
+    """Resolve the model (visible to the owner) and check top_k / threshold / selection."""
+    from aqualens.models.registry import get_model
+    from aqualens.processing.selection import check_selection
+
+    ref = params.get("model_id", params.get("model"))
+    if ref in (None, ""):
+        raise ValidationError("a model is required", field="model",
+                              valid="a model id, name or name@version")
+    model = get_model(session, ref, session.get(User, owner_id))
+    top_k = params.get("top_k", 5)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= 100:
+        raise ValidationError(f"top_k must be an integer 1..100, got {top_k!r}", field="top_k")
+    threshold = params.get("threshold", 0.0)
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) \
+            or not 0.0 <= threshold <= 1.0:
+        raise ValidationError(f"threshold must be a number 0..1, got {threshold!r}",
+                              field="threshold")
+    batch = params.get("batch_size", PredictKind.batch_size)
+    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 4096:
+        raise ValidationError("batch_size must be an integer 1..4096", field="batch_size")
+    check_selection(params)
+    out = dict(params)
+    out.update(model_id=model.id, model=f"{model.name}@{model.version}", top_k=top_k,
+               threshold=float(threshold), task=model.task)
+    return out
+
+
+def annotations_from_payload(payload: dict) -> list[dict[str, Any]]:
+    """Annotation fields (label name, aphia, geometry, score, attributes) for one result."""
+    task = payload.get("task")
+    out: list[dict[str, Any]] = []
+    if task == "classify" and payload.get("top"):
+        best = payload["top"][0]
+        out.append({"label": best["label"], "aphia_id": best.get("aphia_id"),
+                    "geometry_type": "none", "geometry": None, "score": best["score"],
+                    "attributes": {"top_k": payload["top"]}})
+    elif task == "detect":
+        for b in payload.get("boxes", []):
+            out.append({"label": b["label"], "aphia_id": b.get("aphia_id"),
+                        "geometry_type": "box", "geometry": [b["x"], b["y"], b["w"], b["h"]],
+                        "score": b["score"], "attributes": {}})
+    elif task == "segment":
+        for m in payload.get("masks", []):
+            if m.get("rle"):
+                gtype, geom = "mask", m["rle"]
+            elif m.get("polygon"):
+                gtype, geom = "polygon", m["polygon"]
+            else:
+                gtype, geom = "box", m.get("box")
+            out.append({"label": m["label"], "aphia_id": m.get("aphia_id"),
+                        "geometry_type": gtype, "geometry": geom, "score": m["score"],
+                        "attributes": {"area": m.get("area"), "box": m.get("box")}})
+    return out
+
+
+def write_annotations(session: Session, *, job_id: str | None, model_id: int, owner_id: int,
+                      results: list[dict]) -> int:
+    """Store the predicted annotations of ``results`` (payloads); returns how many."""
+    from aqualens.catalog.annotations import check_geometry
+    from aqualens.catalog.labels import get_or_create_label
+
+    items = [(int(r["image_id"]), a) for r in results if r.get("payload")
+             for a in annotations_from_payload(r["payload"])]
+    if not items:
+        return 0
+    vis = dict(session.execute(select(Image.id, Image.visibility)
+                               .where(Image.id.in_({i for i, _ in items}))).all())
+    labels: dict[str, int] = {}
+    rows = []
+    for image_id, a in items:
+        if a["label"] not in labels:
+            labels[a["label"]] = get_or_create_label(session, a["label"], a["aphia_id"]).id
+        rows.append(Annotation(image_id=image_id, label_id=labels[a["label"]],
+                               geometry_type=a["geometry_type"],
+                               geometry=check_geometry(a["geometry_type"], a["geometry"]),
+                               score=float(a["score"]), status="predicted", source="model",
+                               model_id=model_id, job_id=job_id, owner_id=owner_id,
+                               author_id=None, attributes=a["attributes"],
+                               visibility=vis.get(image_id, "private"), is_current=True))
+    session.add_all(rows)
+    session.flush()
+    return len(rows)
+
+
+def predict_batch(ctx, model_id: int, image_ids: list[int], *, top_k: int = 5,  # noqa: ANN001
+                  threshold: float = 0.0) -> list[dict[str, Any]]:
+    """Decode and predict a batch with the warm runtime; one result dict per image."""
+    from aqualens.models.registry import load_runtime
+
+    runtime = load_runtime(ctx, model_id)
+    shas = image_shas(ctx, image_ids)
+    arrays, ok_ids, out = [], [], {}
+    for image_id in image_ids:
+        try:
+            if image_id not in shas:
+                raise LookupError("image no longer in the catalogue")
+            arrays.append(load_rgb(ctx, shas[image_id]))
+            ok_ids.append(image_id)
+        except Exception as exc:  # noqa: BLE001 - per-image failure with its reason
+            out[image_id] = {"image_id": image_id, "ok": False,
+                             "error": f"cannot decode: {type(exc).__name__}: {exc}"}
+    if arrays:
+        preds = runtime.predict(arrays, top_k=top_k, threshold=threshold)
+        for image_id, pred in zip(ok_ids, preds, strict=True):
+            payload = pred.to_dict()
+            out[image_id] = {"image_id": image_id, "ok": True, "payload": payload}
+    return [out[i] for i in image_ids]
+
+
+class PredictKind(BatchJobKind):
+    """Run one model over a selection of catalogue images."""
+
+    batch_size = 32
+    usage_kind = "predict"
+
+    def validate(self, session: Session, params: dict, owner_id: int) -> dict:
+        return check_predict_params(session, params, owner_id)
+
+    def process_batch(self, ctx, job_id: str, params: dict,  # noqa: ANN001
+                      image_ids: list[int]) -> list[dict[str, Any]]:
+        return predict_batch(ctx, params["model_id"], image_ids, top_k=params.get("top_k", 5),
+                             threshold=params.get("threshold", 0.0))
+
+    def write(self, session: Session, job_id: str, params: dict, results: list[dict]) -> None:
+        from aqualens.catalog.tables import Job
+
+        owner = session.scalar(select(Job.owner_id).where(Job.id == job_id))
+        write_annotations(session, job_id=job_id, model_id=params["model_id"], owner_id=owner,
+                          results=results)
+
+    def finish(self, ctx, job) -> dict[str, Any]:  # noqa: ANN001
+        from sqlalchemy import func
+
+        from aqualens.catalog.tables import Label
+
+        with ctx.session() as s:
+            counts = dict(s.execute(select(Label.name, func.count(Annotation.id))
+                                    .join(Label, Label.id == Annotation.label_id)
+                                    .where(Annotation.job_id == job.id)
+                                    .group_by(Label.name)).all())
+        return {"model_id": job.params.get("model_id"), "model": job.params.get("model"),
+                "counts": counts, "annotations": sum(counts.values())}
+
+    def usage_model_id(self, params: dict) -> int | None:
+        return params.get("model_id")

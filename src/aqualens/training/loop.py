@@ -1,0 +1,478 @@
+"""The training loop: class balance, augmentation, early stopping, resumable checkpoints.
+
+Data live in memory as uint8 arrays (see :mod:`aqualens.training.data`); each epoch draws
+batches, augments them as tensors, normalises with the training-set mean/std and steps AdamW with
+a warm-up + cosine schedule. After every epoch ``last.pt`` is written atomically with the model,
+optimiser, scheduler, epoch, best metric, history and every RNG state, so a cancelled or killed
+run started again with the same ``workdir`` continues from the next epoch with the same random
+stream. ``best.pt`` holds the weights of the best validation epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aqualens.core.errors import JobError, ValidationError
+from aqualens.training.augment import ClassifyAugment, DetectAugment, random_crops
+from aqualens.training.data import TrainData
+from aqualens.training.nets import Detector, NetConfig, build_net, decode_centernet
+from aqualens.training.nms import batched_nms
+
+TASKS = ("classify", "detect")
+
+
+class TrainingCancelled(JobError):
+    """The run stopped on a cancel request after saving its checkpoint."""
+
+    code = "cancelled"
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters; ``None`` fields take the per-task default (see ``resolved``)."""
+
+    task: str = "classify"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float = 5e-4
+    input_size: tuple[int, int] | None = None     # (height, width)
+    channels: int | None = None                   # 1 or 3; None: from the data
+    resize: str = "letterbox"
+    width: float = 1.0
+    depths: tuple[int, ...] = (1, 2, 2, 2)
+    patience: int = 12
+    min_epochs: int = 5
+    balance: str = "loss"                         # loss | sampler | none
+    label_smoothing: float = 0.05
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    max_minutes: float | None = None
+    max_detections: int = 100
+    train_crop: int | None = None                 # detect: square training crops (px)
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with the per-task defaults filled in and values checked."""
+        if self.task not in TASKS:
+            raise ValidationError(f"unknown task {self.task!r}", field="task",
+                                  valid=", ".join(TASKS))
+        if self.balance not in ("loss", "sampler", "none"):
+            raise ValidationError(f"unknown balance {self.balance!r}", field="balance",
+                                  valid="loss, sampler, none")
+        d = asdict(self)
+        det = self.task == "detect"
+        d["epochs"] = self.epochs or (70 if det else 60)
+        d["batch_size"] = self.batch_size or (16 if det else 32)
+        d["lr"] = self.lr or (2e-3 if det else 3e-3)
+        d["input_size"] = tuple(self.input_size or ((352, 352) if det else (64, 64)))
+        if det and self.train_crop is None:
+            d["train_crop"] = 192
+        d["depths"] = tuple(self.depths)
+        for name in ("epochs", "batch_size"):
+            if d[name] < 1:
+                raise ValidationError(f"{name} must be at least 1", field=name)
+        h, w = d["input_size"]
+        if h % 32 or w % 32 or h < 32 or w < 32:
+            raise ValidationError(f"input size {h}x{w} must be multiples of 32",
+                                  field="input_size", valid="e.g. 64x64, 352x352")
+        return TrainConfig(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_size"] = list(d["input_size"]) if d["input_size"] else None
+        d["depths"] = list(d["depths"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if d.get("input_size"):
+            d["input_size"] = tuple(d["input_size"])
+        if d.get("depths"):
+            d["depths"] = tuple(d["depths"])
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    net: torch.nn.Module
+    net_config: NetConfig
+    config: TrainConfig
+    names: list[str]
+    mean: list[float]
+    std: list[float]
+    best_metric: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, Any]]
+    stopped: str
+    seconds: float
+    workdir: Path
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when present, else Apple MPS, else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValidationError(f"unknown device {name!r}", field="device",
+                              valid="auto, cpu, cuda, cuda:N, mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValidationError("CUDA was asked for but no GPU is available", field="device",
+                              valid="auto or cpu on this machine")
+    return dev
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units."""
+    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    mean = x.mean(axis=0)
+    std = np.maximum(x.std(axis=0), 1e-3)
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
+def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [0, 1]."""
+    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _gaussian_radius(h: float, w: float, min_overlap: float = 0.7) -> float:
+    """CenterNet's radius so a box shifted by it keeps IoU >= min_overlap (smallest of 3 cases)."""
+    a1, b1 = 1, h + w
+    c1 = w * h * (1 - min_overlap) / (1 + min_overlap)
+    r1 = (b1 + math.sqrt(b1 ** 2 - 4 * a1 * c1)) / 2
+    a2, b2 = 4, 2 * (h + w)
+    c2 = (1 - min_overlap) * w * h
+    r2 = (b2 + math.sqrt(b2 ** 2 - 4 * a2 * c2)) / 2
+    a3, b3 = 4 * min_overlap, -2 * min_overlap * (h + w)
+    c3 = (min_overlap - 1) * w * h
+    r3 = (b3 + math.sqrt(b3 ** 2 - 4 * a3 * c3)) / 2
+    return min(r1, r2, r3)
+
+
+def centernet_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int,
+                      h: int, w: int, stride: int) -> dict[str, torch.Tensor]:
+    """Heatmap (N,C,h,w) with Gaussian peaks, size/offset targets and a centre mask (N,h,w)."""
+    n = len(boxes)
+    heat = np.zeros((n, num_classes, h, w), np.float32)
+    size = np.zeros((n, 2, h, w), np.float32)
+    offset = np.zeros((n, 2, h, w), np.float32)
+    mask = np.zeros((n, h, w), np.float32)
+    ys, xs = np.mgrid[0:h, 0:w]
+    for i in range(n):
+        b = boxes[i].cpu().numpy().reshape(-1, 4)
+        lab = labels[i].cpu().numpy().reshape(-1)
+        # Larger boxes first so a small box drawn later keeps its own size target.
+        for j in np.argsort(-(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])):
+            x1, y1, x2, y2 = b[j]
+            bw, bh = x2 - x1, y2 - y1
+            if bw <= 0 or bh <= 0:
+                continue
+            cx, cy = (x1 + x2) / 2 / stride, (y1 + y2) / 2 / stride
+            ix, iy = min(int(cx), w - 1), min(int(cy), h - 1)
+            r = max(0.0, _gaussian_radius(bh / stride, bw / stride))
+            sigma = (2 * int(r) + 1) / 6
+            g = np.exp(-((xs - ix) ** 2 + (ys - iy) ** 2) / (2 * sigma ** 2))
+            heat[i, lab[j]] = np.maximum(heat[i, lab[j]], g)
+            size[i, :, iy, ix] = (math.log(bw), math.log(bh))
+            offset[i, :, iy, ix] = (cx - ix, cy - iy)
+            mask[i, iy, ix] = 1.0
+    return {k: torch.from_numpy(v) for k, v in
+            (("heat", heat), ("size", size), ("offset", offset), ("mask", mask))}
+
+
+def centernet_loss(out: tuple[torch.Tensor, ...], tgt: dict[str, torch.Tensor]
+                   ) -> torch.Tensor:
+    """Penalty-reduced focal loss on the heatmap + L1 on log-size and offset at centres."""
+    heat, size, offset = out
+    gt = tgt["heat"]
+    p = torch.sigmoid(heat).clamp(1e-4, 1 - 1e-4)
+    pos = gt.eq(1).float()
+    neg = 1 - pos
+    pos_loss = torch.log(p) * (1 - p) ** 2 * pos
+    neg_loss = torch.log(1 - p) * p ** 2 * (1 - gt) ** 4 * neg
+    npos = pos.sum().clamp(min=1)
+    focal = -(pos_loss.sum() + neg_loss.sum()) / npos
+    m = tgt["mask"].unsqueeze(1)
+    nm = m.sum().clamp(min=1)
+    l_size = (F.l1_loss(size, tgt["size"], reduction="none") * m).sum() / nm
+    l_off = (F.l1_loss(offset, tgt["offset"], reduction="none") * m).sum() / nm
+    return focal + 0.5 * l_size + l_off
+
+
+@torch.no_grad()
+def predict_classify(net: torch.nn.Module, images: np.ndarray, mean: list[float],
+                     std: list[float], device: torch.device, batch: int = 128) -> np.ndarray:
+    """Softmax probabilities (N, C)."""
+    net.eval()
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    out = []
+    for i in range(0, len(images), batch):
+        x = (to_tensor(images[i:i + batch], device) - m) / s
+        out.append(torch.softmax(net(x), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+@torch.no_grad()
+def predict_detect(net: Detector, images: np.ndarray, mean: list[float], std: list[float],
+                   device: torch.device, batch: int = 16, iou: float = 0.5,
+                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Decoded detections per image (boxes xyxy input px, scores, labels), class-wise NMS."""
+    net.eval()
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    out = []
+    for i in range(0, len(images), batch):
+        x = (to_tensor(images[i:i + batch], device) - m) / s
+        boxes, scores, labels = decode_centernet(*net(x), net.stride, net.cfg.max_detections)
+        for b, sc, lb in zip(boxes.cpu().numpy(), scores.cpu().numpy(), labels.cpu().numpy()):
+            ok = sc > 0.001
+            b, sc, lb = b[ok], sc[ok], lb[ok]
+            keep = batched_nms(b, sc, lb, iou)
+            out.append((b[keep], sc[keep], lb[keep]))
+    return out
+
+
+def validate(net: torch.nn.Module, task: str, data: TrainData, names: list[str],
+             mean: list[float], std: list[float], device: torch.device) -> dict[str, Any]:
+    """Validation metrics; the selection metric is ``accuracy`` (classify) or ``AP50``."""
+    from aqualens.training.evaluate import classification_metrics, detection_metrics
+
+    if task == "classify":
+        probs = predict_classify(net, data.images, mean, std, device)
+        return classification_metrics(data.labels, probs, names)
+    dets = predict_detect(net, data.images, mean, std, device)
+    h, w = data.images.shape[1:3]
+    gt = list(zip(data.boxes, data.box_labels))
+    return detection_metrics(gt, dets, [(w, h)] * len(data), names)
+
+
+def _rng_state(gen: torch.Generator) -> dict[str, Any]:
+    st = {"torch": torch.get_rng_state(), "gen": gen.get_state(),
+          "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict[str, Any], gen: torch.Generator) -> None:
+    torch.set_rng_state(st["torch"])
+    gen.set_state(st["gen"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def class_weights(counts: np.ndarray) -> np.ndarray:
+    """Inverse-sqrt-frequency weights, mean 1 over present classes (milder than 1/freq)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    w = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0)
+    return w / w[counts > 0].mean() if (counts > 0).any() else w
+
+
+def train(cfg: TrainConfig, train_data: TrainData, val_data: TrainData | None, names: list[str],
+          workdir: Path, *, progress: Callable[[dict[str, Any]], None] | None = None,
+          cancel: Callable[[], bool] | None = None, init_state: dict[str, Any] | None = None,
+          init_net_config: NetConfig | None = None, head_keep: dict[int, int] | None = None,
+          ) -> TrainResult:
+    """Train (or resume from ``workdir/last.pt``) and return the best network.
+
+    ``init_state``/``init_net_config`` start from a registered model's native checkpoint
+    (fine-tuning); ``head_keep`` maps new label indices to the old ones whose head weights carry
+    over. ``progress`` gets a dict per epoch (epoch, epochs, loss, val_metric, metric, eta_s).
+    ``cancel`` is polled between batches; on True the epoch's checkpoint is kept and
+    :class:`TrainingCancelled` is raised.
+    """
+    cfg = cfg.resolved()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    if len(train_data) == 0:
+        raise ValidationError("the training split is empty", field="train")
+    channels = train_data.images.shape[-1]
+    last = workdir / "last.pt"
+    resume = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    random.seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    det = cfg.task == "detect"
+    if resume:
+        net_cfg = NetConfig.from_dict(resume["net_config"])
+        mean, std = resume["mean"], resume["std"]
+    elif init_net_config is not None:
+        net_cfg = NetConfig.from_dict(init_net_config.to_dict())
+        mean, std = channel_stats(train_data.images)
+    else:
+        net_cfg = NetConfig(task=cfg.task, num_classes=len(names), in_channels=channels,
+                            width=cfg.width, depths=cfg.depths,
+                            max_detections=cfg.max_detections, stem_depth=1 if det else 2)
+        mean, std = channel_stats(train_data.images)
+    net = build_net(net_cfg)
+    if not resume and init_state is not None:
+        if net_cfg.in_channels != channels:
+            raise ValidationError(f"the base model takes {net_cfg.in_channels}-channel images, "
+                                  f"the dataset has {channels}", field="base_model")
+        net.load_state_dict(init_state)
+        if net_cfg.num_classes != len(names) or head_keep is not None:
+            net.reset_head(len(names), head_keep)
+        net_cfg = net.cfg
+    net.to(device)
+
+    steps_per_epoch = max(1, math.ceil(len(train_data) / cfg.batch_size))
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup = min(3 * steps_per_epoch, total_steps // 5 + 1)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else
+        0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total_steps - warmup))))
+
+    start_epoch, best, best_epoch, bad, history = 1, -1.0, 0, 0, []
+    if resume:
+        net.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        start_epoch = resume["epoch"] + 1
+        best, best_epoch, bad = resume["best_metric"], resume["best_epoch"], resume["bad_epochs"]
+        history = resume["history"]
+        _set_rng_state(resume["rng"], gen)
+
+    aug_c = ClassifyAugment() if cfg.augment and not det else None
+    aug_d = DetectAugment() if cfg.augment and det else None
+    m_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    weights = None
+    sample_p = None
+    if not det:
+        counts = np.bincount(train_data.labels, minlength=len(names))
+        cw = class_weights(counts)
+        if cfg.balance == "loss":
+            weights = torch.tensor(cw, dtype=torch.float32, device=device)
+        elif cfg.balance == "sampler":
+            sample_p = torch.tensor(cw[train_data.labels] ** 2, dtype=torch.double)
+    t0 = time.monotonic()
+    prior_seconds = sum(h.get("seconds", 0.0) for h in history)
+    stopped = "epochs"
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        te = time.monotonic()
+        net.train()
+        if sample_p is not None:
+            order = torch.multinomial(sample_p, len(train_data), replacement=True, generator=gen)
+        else:
+            order = torch.randperm(len(train_data), generator=gen)
+        losses = []
+        for bi in range(steps_per_epoch):
+            idx = order[bi * cfg.batch_size:(bi + 1) * cfg.batch_size].numpy()
+            if len(idx) < 2 and steps_per_epoch > 1:
+                continue                       # a batch of one breaks batch norm
+            if cancel is not None and cancel():
+                raise TrainingCancelled(f"cancelled during epoch {epoch}; resumes from the "
+                                        f"checkpoint of epoch {epoch - 1}")
+            if det:
+                if cfg.train_crop:
+                    x, bx, lb = random_crops(train_data.images[idx],
+                                             [train_data.boxes[i] for i in idx],
+                                             [train_data.box_labels[i] for i in idx],
+                                             cfg.train_crop, gen)
+                else:
+                    x = to_tensor(train_data.images[idx], torch.device("cpu"))
+                    bx = [torch.from_numpy(train_data.boxes[i]) for i in idx]
+                    lb = [torch.from_numpy(train_data.box_labels[i]) for i in idx]
+                if aug_d:
+                    x, bx, lb = aug_d(x, bx, lb, gen)
+                h, w = x.shape[2] // Detector.stride, x.shape[3] // Detector.stride
+                tgt = {k: v.to(device) for k, v in centernet_targets(
+                    bx, lb, len(names), h, w, Detector.stride).items()}
+            else:
+                x = to_tensor(train_data.images[idx], torch.device("cpu"))
+                if aug_c:
+                    x = aug_c(x, gen)
+            x = (x.to(device) - m_t) / s_t
+            out = net(x)
+            if det:
+                loss = centernet_loss(out, tgt)
+            else:
+                y = torch.from_numpy(train_data.labels[idx]).to(device)
+                loss = F.cross_entropy(out, y, weight=weights,
+                                       label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+        metric_name = "AP50" if det else "accuracy"
+        if val_data is not None and len(val_data):
+            vm = validate(net, cfg.task, val_data, names, mean, std, device)
+            metric = float(vm[metric_name])
+        else:
+            metric = -float(np.mean(losses)) if losses else 0.0
+            metric_name = "-loss"
+        seconds = time.monotonic() - te
+        rec = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0,
+               "val_metric": metric, "metric": metric_name, "seconds": seconds,
+               "lr": opt.param_groups[0]["lr"]}
+        history.append(rec)
+        if metric > best:
+            best, best_epoch, bad = metric, epoch, 0
+            _save_atomic({"net_config": net_cfg.to_dict(), "model": net.state_dict(),
+                          "names": names, "mean": mean, "std": std, "epoch": epoch,
+                          "metric": metric, "train_config": cfg.to_dict()}, workdir / "best.pt")
+        else:
+            bad += 1
+        _save_atomic({"net_config": net_cfg.to_dict(), "model": net.state_dict(),
+                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                      "epoch": epoch, "best_metric": best, "best_epoch": best_epoch,
+                      "bad_epochs": bad, "history": history, "rng": _rng_state(gen),
+                      "names": names, "mean": mean, "std": std, "train_config": cfg.to_dict()},
+                     last)
+        elapsed = time.monotonic() - t0
+        per_epoch = elapsed / (epoch - start_epoch + 1)
+        if progress:
+            progress({**rec, "epochs": cfg.epochs, "best": best, "best_epoch": best_epoch,
+                      "eta_s": per_epoch * (cfg.epochs - epoch)})
+        if epoch >= cfg.min_epochs and bad >= cfg.patience:
+            stopped = "early"
+            break
+        if cfg.max_minutes and (prior_seconds + elapsed) / 60 > cfg.max_minutes:
+            stopped = "time"
+            break
+    best_ckpt = torch.load(workdir / "best.pt", map_location="cpu", weights_only=False)
+    net.load_state_dict(best_ckpt["model"])
+    net.eval()
+    return TrainResult(net=net, net_config=net_cfg, config=cfg, names=list(names), mean=mean,
+                       std=std, best_metric=best, best_epoch=best_epoch, epochs_run=epoch,
+                       history=history, stopped=stopped,
+                       seconds=prior_seconds + time.monotonic() - t0, workdir=workdir)
