@@ -18,6 +18,8 @@ import pytest
 
 from aqualens.catalog.annotations import add_annotation, delete_annotation
 from aqualens.catalog.context import Context
+from aqualens.catalog.db import get_engine
+from aqualens.catalog.text_index import ensure_text_index, text_index_kind
 from aqualens.catalog.instance import init_instance
 from aqualens.catalog.labels import add_synonym, get_or_create_label
 from aqualens.catalog.search import (ImageQuery, count_images, decode_cursor, encode_cursor,
@@ -56,6 +58,7 @@ def attrs(k: int) -> dict[str, Any]:
 def build(ctx: Context) -> dict[str, Any]:
     """The shared catalogue: 24 images, 3 users, 3 collections, labels with annotations."""
     init_instance(ctx)
+    ensure_text_index(get_engine(ctx.db_url))
     ids: dict[int, int] = {}
     with ctx.session() as s:
         admin = get_admin(s)
@@ -273,6 +276,7 @@ def test_bad_input_names_the_field(cat, query, field):
 def fresh(any_db_url: str, tmp_path: Path) -> Context:
     ctx = Context(load_settings(data_dir=tmp_path / "data", database_url=any_db_url))
     init_instance(ctx)
+    ensure_text_index(get_engine(ctx.db_url))
     return ctx
 
 
@@ -312,3 +316,20 @@ def test_keyset_pages_stable_under_inserts_and_deletes(fresh):
             if not cursor:
                 break
     assert ids == seen
+
+
+def test_text_index_in_use_and_same_answers(cat):
+    """The index (FTS5 trigram / pg_trgm where available) and the scan agree."""
+    ctx, info = cat
+    from aqualens.catalog import search as search_mod
+
+    with ctx.session() as s:
+        kind = text_index_kind(s)
+        if ctx.db_url.startswith("sqlite"):
+            assert kind == "fts5"
+        for words in (["img_01"], ["atl42"], ["calanus", "surface"], ["7"], ["img%0"]):
+            with_index = set(s.scalars(search_mod.select(search_mod.Image.id).where(
+                search_mod._text_condition(words, kind))))
+            scan = set(s.scalars(search_mod.select(search_mod.Image.id).where(
+                search_mod._text_condition(words, None))))
+            assert with_index == scan, words

@@ -14,9 +14,12 @@ def jpeg_bytes(seed: int, size: tuple[int, int] = (64, 48), exif: Image.Exif | N
                quality: int = 90) -> bytes:
     """A distinct JPEG (a gradient keyed by ``seed``), optionally with EXIF."""
     img = Image.new("RGB", size, ((seed * 37) % 256, (seed * 91) % 256, (seed * 13) % 256))
-    # A few pixels that depend on the seed, so even same-colour seeds differ.
-    for i in range(min(size[0], 8)):
-        img.putpixel((i, 0), (seed % 256, (seed // 256) % 256, i * 20))
+    # The seed's bits as black/white 4x4 blocks along the top: distinct even after JPEG.
+    for bit in range(min(16, size[0] // 4)):
+        value = 255 if (seed >> bit) & 1 else 0
+        for x in range(bit * 4, bit * 4 + 4):
+            for y in range(min(4, size[1])):
+                img.putpixel((x, y), (value, value, value))
     buf = io.BytesIO()
     kwargs = {"exif": exif} if exif is not None else {}
     img.save(buf, "JPEG", quality=quality, **kwargs)

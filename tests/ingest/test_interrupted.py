@@ -20,7 +20,7 @@ from aqualens.storage import forget_stores
 from tests.conftest import make_settings
 from tests.ingest.helpers import image_folder, write
 
-N = 800
+N = 600
 CLI = "from aqualens.cli.main import main; main()"
 
 
@@ -64,7 +64,7 @@ def test_killed_ingest_reruns_to_clean_state(tmp_path: Path):
     image_folder(tmp_path / "in", N // 2, sub="a")
     image_folder(tmp_path / "in", N // 2, start=N // 2, sub="b")
     side = write(tmp_path / "m.csv", b"file,station,depth\na/img_0001.jpg,S1,5\n"
-                                     b"b/img_0700.jpg,S2,7\n")
+                                     b"b/img_0500.jpg,S2,7\n")
     args = ["ingest", str(tmp_path / "in"), "--collection", "cruise", "--metadata", str(side)]
 
     killed = tmp_path / "killed"

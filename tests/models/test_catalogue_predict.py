@@ -37,7 +37,7 @@ def test_predict_images_stores_annotations_once_per_job(ctx, tmp_path) -> None: 
         assert a.attributes["model"] == "tiny-plankton@1.0.0"
         assert a.attributes["top_k_setting"] == 2 and len(a.attributes["top_k"]) == 2
         assert s.scalar(select(func.count(JobResult.id))
-                        .where(JobResult.job_id == job_id)) == 3
+                        .where(JobResult.job_id == job_id)) == 2
     again = predict_images(ctx, mid, [red, green], top_k=2, threshold=0.0, owner_id=admin,
                            job_id=job_id)
     assert all(r["skipped"] for r in again)

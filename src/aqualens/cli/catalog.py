@@ -67,9 +67,13 @@ def register(app: typer.Typer) -> None:
         from aqualens.catalog.search import ImageQuery, facets, iter_image_ids, search_images
         from aqualens.catalog.tables import Image
 
+        from aqualens.catalog.db import get_engine
+        from aqualens.catalog.text_index import ensure_text_index
+
         _check_format(fmt)
         ctx = context()
         who = cli_user(ctx, user)
+        ensure_text_index(get_engine(ctx.db_url))
         q = ImageQuery.parse({"collection": collection, "label": label, "status": status,
                               "captured_from": captured_from, "captured_to": captured_to,
                               "bbox": bbox, "depth_min": depth_min, "depth_max": depth_max,

@@ -179,6 +179,9 @@ def register(app: typer.Typer) -> None:
             print_summary(report, show_unmatched=False)  # one sidecar serves two sets
             if report.rejected:
                 raise typer.Exit(EXIT_PARTIAL)
+            from aqualens.cli.interchange import import_demo_annotations
+
+            import_demo_annotations(ctx, root, name, owner)  # labels and boxes of the set
             with ctx.session() as s:
                 row = s.get(Collection, report.collection_id)
                 row.description = row.description or description

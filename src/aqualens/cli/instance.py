@@ -28,7 +28,11 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @handle_errors
     def serve(host: str = typer.Option(None, help="Bind address (default from settings)."),
-              port: int = typer.Option(None, help="Port (default 8000).")) -> None:
+              port: int = typer.Option(None, help="Port (default 8000)."),
+              run_jobs: bool = typer.Option(True, "--jobs/--no-jobs",
+                                            help="Run the job runner and service triggers here "
+                                                 "(off when 'aqualens runner' runs apart).")
+              ) -> None:
         """Start the REST API and web pages (http://127.0.0.1:8000, docs at /docs)."""
         import uvicorn
 
@@ -39,5 +43,18 @@ def register(app: typer.Typer) -> None:
         token = init_instance(ctx)
         if token:
             console.print(f"Admin API token: {token}")
-        uvicorn.run(create_app(ctx), host=host or ctx.settings.host,
-                    port=port or ctx.settings.port, log_level=ctx.settings.log_level)
+        # The embedded tier "just works": jobs and service triggers run in this process (on a
+        # LocalCluster, or the scheduler at AQUALENS_DASK__ADDRESS).
+        from aqualens.processing.runner import Runner
+        from aqualens.processing.services import start_triggers
+
+        runner = Runner(ctx).start() if run_jobs else None
+        triggers = start_triggers(ctx) if run_jobs else None
+        try:
+            uvicorn.run(create_app(ctx), host=host or ctx.settings.host,
+                        port=port or ctx.settings.port, log_level=ctx.settings.log_level)
+        finally:
+            if triggers is not None:
+                triggers.stop()
+            if runner is not None:
+                runner.stop()

@@ -183,3 +183,25 @@ def register(app: typer.Typer) -> None:
             write_json(report_file, report.to_dict())
         console.print(f"{report.created} labels created, {report.updated} updated, "
                       f"{report.synonyms} synonyms added", highlight=False)
+
+
+# Annotations of the bundled demo sets (collection -> format, folder below demo/); called by
+# ``aqualens demo`` after each set is ingested, so the demo instance has labels and boxes.
+DEMO_IMPORTS = {"uvp6-demo": ("folders", "uvp6"), "deepfish-demo": ("yolo", "deepfish"),
+                "ecotaxa-demo": ("ecotaxa", "ecotaxa/m106_mn01_n1_sml")}
+
+
+def import_demo_annotations(ctx, root: Path, collection: str, owner) -> None:  # noqa: ANN001
+    """Import the annotations of one demo set (idempotent: duplicates are skipped)."""
+    from aqualens.interchange.importer import ImportOptions, import_annotations
+
+    if collection not in DEMO_IMPORTS:
+        return
+    fmt, folder = DEMO_IMPORTS[collection]
+    if not (root / folder).exists():
+        return
+    with progress() as bar:
+        report = import_annotations(ctx, fmt, root / folder, collection=collection, user=owner,
+                                    options=ImportOptions(partial=True, visibility="public"),
+                                    progress=_bar_callback(bar, {}))
+    console.print(f"{collection}: {report.summary()}", highlight=False)

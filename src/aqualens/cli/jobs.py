@@ -254,3 +254,50 @@ def register(app: typer.Typer) -> None:
                               valid="aqualens worker tcp://host:8786")
         console.print(f"worker joining {address} with {nthreads} thread(s)")
         run_worker(address, nthreads=nthreads, name=name)
+
+
+def parse_query(text: str) -> dict:
+    """``--query``: a JSON object, or ``key=value,key=value`` (search fields)."""
+    from aqualens.core.errors import ValidationError
+
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ValidationError(f"--query is not valid JSON: {exc}", field="--query") from None
+        if not isinstance(data, dict):
+            raise ValidationError("--query must be a JSON object", field="--query")
+        return data
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValidationError(f"--query part {part!r} is not key=value", field="--query",
+                                  valid="label=Copepoda,station=S1 or a JSON object")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def predict_job(model: str, collection: str | None, query: str | None, top_k: int,
+                threshold: float, batch_size: int, detach: bool) -> None:
+    """``aqualens predict --model M --collection C | --query Q``: a predict job, waited for with
+    a progress bar (and run in this process when no server runner takes it)."""
+    from aqualens.processing import jobs
+
+    ctx = context()
+    user = cli_user(ctx)
+    params: dict = {"model": model, "top_k": top_k, "threshold": threshold,
+                    "batch_size": batch_size}
+    if collection is not None:
+        params["collection"] = collection
+    if query is not None:
+        params["query"] = parse_query(query)
+    with ctx.session() as s:
+        job = jobs.create_job(s, "predict", params, user.id)
+        job_id = job.id
+    console.print(f"job {job_id}: predict with {job.params['model']}")
+    if detach:
+        typer.echo(job_id)
+        return
+    report_end(wait_for_job(ctx, job_id, user, run=True))

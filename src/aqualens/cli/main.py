@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "aqualens.cli.maintenance",
     "aqualens.cli.jobs",
     "aqualens.cli.models",
+    "aqualens.cli.training",
 ]
 
 

@@ -205,19 +205,31 @@ def unpublish(ref: str = typer.Argument(...)) -> None:
 def predict_command(model: str = typer.Option(..., "--model", "-m",
                                               help="A .aqlmodel package (offline) or a "
                                                    "registered model (id, name, name@version)."),
-                    sources: list[Path] = typer.Argument(..., help="Image files or folders."),
-                    out: Path = typer.Option(..., "--out", "-o", help="results.csv or .json"),
+                    sources: Optional[list[Path]] = typer.Argument(None, help="Image files or folders."),
+                    out: Optional[Path] = typer.Option(None, "--out", "-o", help="results.csv or .json"),
+                    collection: Optional[str] = typer.Option(
+                        None, "--collection", help="Catalogue collection: runs as a job."),
+                    query: Optional[str] = typer.Option(
+                        None, "--query", help="Search as JSON or k=v,k=v: runs as a job."),
+                    detach: bool = typer.Option(False, "--detach", help="Queue the job, don't wait."),
                     top_k: int = typer.Option(5, "--top-k"),
                     threshold: float = typer.Option(0.0, "--threshold"),
                     batch_size: int = typer.Option(16, "--batch-size"),
                     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda")) -> None:
     """Run a model on image files. With a package file nothing else is needed: no server, no
     catalogue, no network."""
-    from aqualens.models.offline import iter_sources, predict_files, write_results
+    from aqualens.models.offline import iter_sources, write_results
     from aqualens.models.package import is_package, open_package
     from aqualens.services.predict import check_options
 
     top_k, threshold = check_options(top_k, threshold)
+    if collection is not None or query is not None:  # catalogue reanalysis: a job (processing)
+        from aqualens.cli.jobs import predict_job
+
+        return predict_job(model, collection, query, top_k, threshold, batch_size, detach)
+    if not sources or out is None:
+        raise ValidationError("give image files and --out, or --collection/--query",
+                              field="SOURCES", valid="SOURCES... --out results.csv")
     if out.suffix.lower() not in (".csv", ".json"):
         raise ValidationError(f"cannot write results as {out.suffix or 'no suffix'}",
                               field="--out", valid=".csv or .json")

@@ -61,8 +61,12 @@ class _Done:
 
 
 def default_workers() -> int:
-    """Threads for hashing, decoding and storing (Pillow and hashlib release the GIL)."""
-    return max(2, min(8, os.cpu_count() or 2))
+    """Threads for hashing, decoding and storing.
+
+    Pillow and hashlib release the GIL, and much of each item's time is spent waiting on fsync
+    (local store) or round trips (S3), so a few threads per core pay off.
+    """
+    return max(4, min(16, 4 * (os.cpu_count() or 2)))
 
 
 def _store_one(ctx: Context, source: Source, max_pixels: int, thumb_size: int) -> tuple[Probe, str]:

@@ -45,9 +45,10 @@ class ImportReport:
             head = (f"import refused: {len(self.errors)} errors, nothing stored "
                     "(fix them, or use --partial to import the valid records)")
         else:
-            head = (f"imported {self.annotations_added} annotations on {self.images_linked} "
-                    f"images into {self.collection!r} ({self.images_added} new images, "
-                    f"{len(self.labels_created)} new labels)")
+            head = (f"imported {self.annotations_added} annotations on "
+                    f"{self.images_linked + self.images_existing} images into "
+                    f"{self.collection!r} ({self.images_added} new images, {self.images_linked} "
+                    f"added to the collection, {len(self.labels_created)} new labels)")
             if self.annotations_skipped:
                 head += f"; {self.annotations_skipped} records left out"
             if self.annotation_only:

@@ -241,6 +241,7 @@ class Runner:
         queue = list(enumerate(batches))
         attempts: dict[int, int] = {}
         fut_batch: dict[Any, int] = {}
+        workers: dict[str, int] = {}  # batches per worker process, reported in the outputs
 
         def submit(index: int) -> Any:
             n = attempts.get(index, 0)
@@ -256,7 +257,8 @@ class Runner:
         for fut in ac:
             index = fut_batch.pop(fut)
             try:
-                fut.result()
+                summary = fut.result()
+                workers[summary.get("worker", "?")] = workers.get(summary.get("worker", "?"), 0) + 1
             except Exception as exc:  # noqa: BLE001 - the batch as a whole failed
                 n = attempts.get(index, 0) + 1
                 attempts[index] = n
@@ -289,7 +291,9 @@ class Runner:
         with self.ctx.session() as s:
             fresh = s.get(jobs.Job, job.id)
             s.expunge(fresh)
-        return kind.finish(self.ctx, fresh) or {}
+        outputs = dict(kind.finish(self.ctx, fresh) or {})
+        outputs.setdefault("batches_per_worker", workers)
+        return outputs
 
     def _run_function(self, job: jobs.Job) -> dict | None:
         fut = self.client.submit(run_function, settings_dict(self.ctx.settings), job.kind,

@@ -23,6 +23,7 @@ _contexts: dict[str, Context] = {}
 _lock = threading.Lock()
 RETRIES = 3
 BACKOFF_S = 0.5
+WORKER = f"{__import__('socket').gethostname()}:{__import__('os').getpid()}"
 
 
 class TransientJobError(AquaLensError):
@@ -98,7 +99,7 @@ def run_batch(settings: dict[str, Any], kind_name: str, job_id: str, params: dic
             if pending:
                 kind.cleanup(s, job_id, pending)
         if not pending:
-            return {"done": 0, "failed": 0, "skipped": len(image_ids)}
+            return {"done": 0, "failed": 0, "skipped": len(image_ids), "worker": WORKER}
         results = kind.process_batch(ctx, job_id, params, pending)
         by_id = {int(r["image_id"]): r for r in results}
         # An image the kind forgot is a failure with a reason, not a silent gap.
@@ -118,7 +119,8 @@ def run_batch(settings: dict[str, Any], kind_name: str, job_id: str, params: dic
                 s.add(UsageEvent(kind=kind.usage_kind, user_id=owner_id, images=done,
                                  model_id=kind.usage_model_id(params), service_id=service_id,
                                  job_id=job_id, details={"kind": kind_name}))
-        return {"done": done, "failed": failed, "skipped": len(image_ids) - len(fresh)}
+        return {"done": done, "failed": failed, "skipped": len(image_ids) - len(fresh),
+                "worker": WORKER}
 
     return with_retries(attempt, what=f"job {job_id} batch of {len(image_ids)}")
 

@@ -137,6 +137,8 @@ def predict_images(ctx: Context, model_id: int, image_ids: list[int], *, top_k: 
         model_ref = f"{model.name}@{model.version}"
         rows = dict(s.execute(select(Image.id, Image.sha256)
                               .where(Image.id.in_(ids), visible(Image, user))).all())
+        # JobResult rows need an existing image (foreign key); unknown ids are only reported.
+        existing = set(s.scalars(select(Image.id).where(Image.id.in_(ids))))
         done: dict[int, JobResult] = {}
         if job_id is not None:
             done = {r.image_id: r for r in s.scalars(
@@ -176,7 +178,7 @@ def predict_images(ctx: Context, model_id: int, image_ids: list[int], *, top_k: 
 
             record_results(s, job_id, [{"image_id": r["image_id"], "ok": r["ok"],
                                         "payload": r.get("payload"), "error": r.get("error")}
-                                       for r in new])
+                                       for r in new if r["image_id"] in existing])
     if todo:
         record_usage(ctx, user_id=owner_id, images=len(todo), model_id=int(model_id),
                      job_id=job_id)

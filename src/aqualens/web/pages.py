@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from aqualens import __version__
 from aqualens.api.deps import get_session, optional_user
+from aqualens.api.routes.search import text_index_ready
 from aqualens.catalog import collection_crud as crud
 from aqualens.catalog.annotations import list_annotations
 from aqualens.catalog.collections import collection_size, find_collection
@@ -56,7 +57,9 @@ def home(request: Request, session: Session = Depends(get_session),
 
 
 @router.get("/collections/{collection}", response_class=HTMLResponse)
-def collection_page(collection: str, request: Request, session: Session = Depends(get_session),
+def collection_page(collection: str, request: Request,
+                    _index: None = Depends(text_index_ready),
+                    session: Session = Depends(get_session),
                     user: User | None = Depends(optional_user)) -> HTMLResponse:
     """A thumbnail grid of a collection, filtered by the search form, paged by cursor."""
     try:

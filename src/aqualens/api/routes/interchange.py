@@ -21,9 +21,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from aqualens.api.deps import current_user, get_ctx
+from aqualens.api.deps import current_user, get_ctx, get_session
 from aqualens.catalog.context import Context
 from aqualens.catalog.tables import User
 from aqualens.core.errors import FormatError, TooLarge, ValidationError
@@ -84,11 +85,13 @@ def import_upload(file: UploadFile = File(..., description="Annotation file or z
                   unknown_labels: str = Form("create"), status: str | None = Form(None),
                   public: bool = Form(False), options: str | None = Form(None),
                   ctx: Context = Depends(get_ctx),
+                  session: Session = Depends(get_session),
                   user: User = Depends(current_user)) -> dict[str, Any]:
     """Upload and import; all or nothing unless ``partial``. Answers the import report."""
     from aqualens.formats import get_format
     from aqualens.interchange.importer import ImportOptions, import_annotations
 
+    session.commit()  # release SQLite's write lock (token last-used): the import writes itself
     get_format(format)  # unknown format: 404 naming the valid ones, before reading the upload
     opts = ImportOptions(partial=partial, on_outside=on_outside, unknown_labels=unknown_labels,
                          status=status or None, visibility="public" if public else "private",
@@ -112,11 +115,13 @@ def export_download(request: Request, format: str = Query(..., description="Form
                     collection: str | None = Query(None, description="Collection id or name."),
                     status: list[str] = Query([], description="Annotation statuses (repeat)."),
                     ctx: Context = Depends(get_ctx),
+                    session: Session = Depends(get_session),
                     user: User = Depends(current_user)) -> FileResponse:
     """Export a collection (or the images matching search filters) as a zip download."""
     from aqualens.formats import get_format
     from aqualens.interchange.exporter import export_dataset
 
+    session.commit()  # release SQLite's write lock (token last-used) before the export reads
     get_format(format)
     extra = {k: v for k, v in request.query_params.items()
              if k not in ("format", "collection", "status", "option")}
@@ -158,10 +163,12 @@ def export_download(request: Request, format: str = Query(..., description="Form
 @router.post("/labels/taxa")
 def import_taxa_upload(file: UploadFile = File(..., description="Taxon list CSV."),
                        ctx: Context = Depends(get_ctx),
+                       session: Session = Depends(get_session),
                        user: User = Depends(current_user)) -> dict[str, Any]:
     """Import a taxon list (name, aphia_id, rank, parent, synonyms) into the vocabulary."""
     from aqualens.interchange.vocabulary import import_taxa
 
+    session.commit()  # release SQLite's write lock (token last-used) before writing labels
     with tempfile.TemporaryDirectory(prefix="aqualens-upload-") as tmp:
         path = _save_upload(file, Path(tmp), 64 * 1024 * 1024)
         if zipfile.is_zipfile(path):

@@ -8,7 +8,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from aqualens.api.catalog_schemas import FacetsOut, SearchPage
-from aqualens.api.deps import get_session, optional_user
+from aqualens.api.deps import get_ctx, get_session, optional_user
+from aqualens.catalog.context import Context
+from aqualens.catalog.db import get_engine
+from aqualens.catalog.text_index import ensure_text_index
 from aqualens.catalog.images import image_dict
 from aqualens.catalog.search import ImageQuery, Page, facets, search_images
 from aqualens.catalog.tables import Image, User
@@ -18,6 +21,12 @@ router = APIRouter(prefix="/api/v1", tags=["search"])
 # Documented here once; the values are validated by ImageQuery so that the CLI, the pages and
 # the API give the same messages.
 _FILTERS = {name: f.description for name, f in ImageQuery.model_fields.items()}
+
+
+def text_index_ready(ctx: Context = Depends(get_ctx)) -> None:
+    """Make sure the free-text index exists, before the request's transaction takes any lock
+    (a dependency listed first runs first)."""
+    ensure_text_index(get_engine(ctx.db_url))
 
 
 def image_out(img: Image) -> dict[str, Any]:
@@ -53,7 +62,7 @@ _ALL = set(ImageQuery.model_fields)
 
 
 @router.get("/search", response_model=SearchPage)
-def search(request: Request,
+def search(request: Request, _index: None = Depends(text_index_ready),
            collection: str | None = Query(None, description=_FILTERS["collection"]),
            label: str | None = Query(None, description=_FILTERS["label"]),
            status: str | None = Query(None, description=_FILTERS["status"]),
@@ -79,7 +88,7 @@ def search(request: Request,
 
 
 @router.get("/search/facets", response_model=FacetsOut)
-def search_facets(request: Request,
+def search_facets(request: Request, _index: None = Depends(text_index_ready),
                   collection: str | None = Query(None, description=_FILTERS["collection"]),
                   label: str | None = Query(None, description=_FILTERS["label"]),
                   status: str | None = Query(None, description=_FILTERS["status"]),

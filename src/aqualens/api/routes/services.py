@@ -124,6 +124,7 @@ async def run_async(name: str, request: Request, ctx: Context = Depends(get_ctx)
     multipart ``file`` uploads (ingested into the service's first collection, or
     ``<service>-inbox``). Answers 202 with the job."""
     row = svc.get_service(session, name, user)
+    session.commit()  # release SQLite's write lock (token last-used) before ingesting
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/"):
         import tempfile

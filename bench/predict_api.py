@@ -1,0 +1,189 @@
+"""Predict API benchmark (issue 4): one ONNX classifier served three ways.
+
+1. AquaLens (``uvicorn`` subprocess, ``POST /api/v1/models/{id}/predict``, one file each);
+2. ``deepaas-run`` (PyPI deepaas 2.6.0) serving the same model wrapped as a DEEPaaS module
+   (bench/deepaas_onnx_module.py, found through a throw-away ``deepaas.v2.model`` entry point);
+3. a raw onnxruntime loop on the same images (decode + preprocess + run, batch of 1).
+
+N single-image requests from one client over loopback (keep-alive). Prints requests/s, p50 and
+p99 for each, and the ratios. Usage: ``.venv/bin/python bench/predict_api.py [--n 300]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SIZE = 128
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_model(folder: Path) -> Path:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1),
+                        nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+    path = folder / "bench.onnx"
+    torch.onnx.export(net, torch.rand(1, 3, SIZE, SIZE), str(path), input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "n"},
+                                                             "logits": {0: "n"}}, dynamo=False)
+    return path
+
+
+def make_image() -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def wait(url: str, timeout: float = 90) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def measure(fn, n: int) -> dict:  # noqa: ANN001
+    for _ in range(10):  # warm-up
+        fn()
+    lat = []
+    t0 = time.perf_counter()
+    for _ in range(n):
+        s = time.perf_counter()
+        fn()
+        lat.append(time.perf_counter() - s)
+    total = time.perf_counter() - t0
+    lat_ms = np.array(lat) * 1000
+    return {"rps": n / total, "p50_ms": float(np.percentile(lat_ms, 50)),
+            "p99_ms": float(np.percentile(lat_ms, 99))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=300)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-predict-"))
+    model = build_model(work)
+    image = make_image()
+    procs = []
+    try:
+        # --- AquaLens ------------------------------------------------------------------
+        data = work / "aqualens-data"
+        env = {**os.environ, "AQUALENS_DATA_DIR": str(data)}
+        setup = (
+            "from pathlib import Path\n"
+            "from aqualens.catalog.context import Context\n"
+            "from aqualens.catalog.instance import init_instance\n"
+            "from aqualens.catalog.users import get_admin\n"
+            "from aqualens.models.base import ModelInfo\n"
+            "from aqualens.models.registry import register_model\n"
+            "ctx = Context(); init_instance(ctx)\n"
+            "info = ModelInfo(name='bench', version='1.0.0', task='classify',\n"
+            f"    labels=[f'class_{{i}}' for i in range(10)], input_spec={{'height': {SIZE}, "
+            f"'width': {SIZE}}})\n"
+            "with ctx.session() as s:\n"
+            f"    m = register_model(s, ctx.store, Path({str(model)!r}), info, get_admin(s).id,"
+            " visibility='public'); print(m.id)\n")
+        mid = subprocess.run([sys.executable, "-c", setup], env=env, check=True,
+                             capture_output=True, text=True).stdout.split()[-1]
+        port = free_port()
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "aqualens.api.app:create_app", "--factory",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        aql_url = f"http://127.0.0.1:{port}"
+        wait(f"{aql_url}/api/v1/health")
+        # --- deepaas-run -----------------------------------------------------------------
+        dist = work / "eps" / "bench_onnx-1.0.0.dist-info"
+        dist.mkdir(parents=True)
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-onnx\n"
+                                       "Version: 1.0.0\n")
+        (dist / "entry_points.txt").write_text("[deepaas.v2.model]\n"
+                                               "bench-onnx = deepaas_onnx_module\n")
+        dport = free_port()
+        denv = {**os.environ, "BENCH_ONNX_MODEL": str(model), "BENCH_SIZE": str(SIZE),
+                "DEEPAAS_V2_MODEL": "bench-onnx",
+                "PYTHONPATH": os.pathsep.join([str(work / "eps"), str(ROOT / "bench")])}
+        procs.append(subprocess.Popen(
+            [str(BIN / "deepaas-run"), "--listen-ip", "127.0.0.1", "--listen-port", str(dport)],
+            env=denv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        dp_url = f"http://127.0.0.1:{dport}"
+        wait(f"{dp_url}/v2/models/bench-onnx/")
+
+        with httpx.Client(base_url=aql_url, timeout=60) as c:
+            def aql() -> None:
+                r = c.post(f"/api/v1/models/{mid}/predict",
+                           files={"files": ("x.jpg", image, "image/jpeg")})
+                assert r.status_code == 200, r.text
+            res_aql = measure(aql, args.n)
+        with httpx.Client(base_url=dp_url, timeout=60) as c:
+            def dp() -> None:
+                r = c.post("/v2/models/bench-onnx/predict/",
+                           files={"data": ("x.jpg", image, "image/jpeg")})
+                assert r.status_code == 200, r.text
+            res_dp = measure(dp, args.n)
+        # --- raw onnxruntime loop -----------------------------------------------------------
+        import cv2
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+
+        def raw() -> None:
+            img = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+            x = cv2.resize(img, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+            x = np.ascontiguousarray((x.astype(np.float32) / 255).transpose(2, 0, 1)[None])
+            sess.run(None, {"input": x})
+        res_raw = measure(raw, args.n)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    out = {"n": args.n, "aqualens": res_aql, "deepaas": res_dp, "raw_onnxruntime": res_raw,
+           "ratio_rps_aqualens_vs_deepaas": res_aql["rps"] / res_dp["rps"],
+           "ratio_p99_aqualens_vs_deepaas": res_aql["p99_ms"] / res_dp["p99_ms"],
+           "ratio_rps_aqualens_vs_raw": res_aql["rps"] / res_raw["rps"]}
+    for k in ("aqualens", "deepaas", "raw_onnxruntime"):
+        r = out[k]
+        print(f"{k:16s} {r['rps']:8.1f} req/s   p50 {r['p50_ms']:7.2f} ms   "
+              f"p99 {r['p99_ms']:7.2f} ms")
+    print(f"AquaLens / DEEPaaS throughput: {out['ratio_rps_aqualens_vs_deepaas']:.2f}x "
+          f"(target >= 3x); p99 ratio {out['ratio_p99_aqualens_vs_deepaas']:.2f} "
+          f"(target <= 1); AquaLens / raw loop: {out['ratio_rps_aqualens_vs_raw']:.2f}")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
