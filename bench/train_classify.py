@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads crawl on a busy CPU
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -36,6 +39,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--input-size", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -45,7 +49,8 @@ def main() -> None:
                          seed=args.seed)
     by = {it.name: it for it in items}
     cfg = TrainConfig(task="classify", seed=args.seed, device=args.device, threads=args.threads,
-                      epochs=args.epochs).resolved()
+                      epochs=args.epochs,
+                      input_size=(args.input_size,) * 2 if args.input_size else None).resolved()
     ch = guess_channels(items, path_reader)
     h, w = cfg.input_size
     data = {k: build_train_data([by[n] for n in v], path_reader, "classify", h, w, ch, cfg.resize)

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads crawl on a busy CPU
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -49,7 +52,8 @@ def run(kind: str, args: argparse.Namespace) -> dict:
                         if kind == "video" else None,
                         seed=args.seed, fractions={"train": 0.9, "val": 0.1})
     cfg = TrainConfig(task="detect", seed=args.seed, device=args.device, threads=args.threads,
-                      epochs=args.epochs, max_minutes=args.max_minutes).resolved()
+                      epochs=args.epochs, max_minutes=args.max_minutes,
+                      input_size=(args.input_size,) * 2 if args.input_size else None).resolved()
     h, w = cfg.input_size
     data = {k: build_train_data([by[n] for n in v], path_reader, "detect", h, w, 3, cfg.resize)
             for k, v in {**inner, "test": outer["test"]}.items()}
@@ -87,6 +91,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--input-size", type=int, default=None)
     ap.add_argument("--max-minutes", type=float, default=18.0,
                     help="training time budget per run (the target is 20 min end to end)")
     ap.add_argument("--json", type=Path, default=None)

@@ -367,29 +367,44 @@ class S3Server:
         return f"http://{HOST}:{self.port}"
 
     def start(self) -> None:
+        """Start on free ports; retried on new ports when another process took one first."""
         config = self.base / "s3.json"
         config.write_text(json.dumps({"identities": [{
             "name": "aqualens-tests",
             "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
-        ports = {name: free_port() for name in (
-            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-            "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc")}
-        self.port = ports["s3.port"]
-        (self.base / "data").mkdir()
-        args = [str(weed_binary()), "mini", f"-ip={HOST}", f"-ip.bind={HOST}",
-                "-master.telemetry=false", f"-dir={self.base / 'data'}",
-                f"-s3.config={config}", "-webdav=false", "-admin.ui=false",
-                "-s3.port.iceberg=0", "-s3.port.lance=0",
-                f"-admin.dataDir={self.base / 'admin'}",
-                f"-filer.localSocket={self.base / 'filer.sock'}",
-                f"-s3.localSocket={self.base / 's3.sock'}",
-                *(f"-{name}={port}" for name, port in ports.items())]
-        log = open(self.log, "ab")  # noqa: SIM115 - owned by the server process
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.base,
-                                     preexec_fn=_die_with_parent)
-        log.close()
-        _wait_for(self._ready, self.proc, "SeaweedFS", self.log)
+        for attempt in range(4):
+            names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+                     "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port",
+                     "admin.port.grpc")
+            ports: dict[str, int] = {}
+            while len(set(ports.values())) < len(names):  # ten distinct ports
+                ports = {name: free_port() for name in names}
+            self.port = ports["s3.port"]
+            data = self.base / "data"
+            shutil.rmtree(data, ignore_errors=True)
+            data.mkdir()
+            args = [str(weed_binary()), "mini", f"-ip={HOST}", f"-ip.bind={HOST}",
+                    "-master.telemetry=false", f"-dir={data}",
+                    f"-s3.config={config}", "-webdav=false", "-admin.ui=false",
+                    "-s3.port.iceberg=0", "-s3.port.lance=0",
+                    f"-admin.dataDir={self.base / 'admin'}",
+                    f"-filer.localSocket={self.base / 'filer.sock'}",
+                    f"-s3.localSocket={self.base / 's3.sock'}",
+                    *(f"-{name}={port}" for name, port in ports.items())]
+            log = open(self.log, "ab")  # noqa: SIM115 - owned by the server process
+            log.write(f"--- attempt {attempt + 1}: {' '.join(args)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                         cwd=self.base, preexec_fn=_die_with_parent)
+            log.close()
+            try:
+                _wait_for(self._ready, self.proc, "SeaweedFS", self.log)
+                return
+            except RuntimeError:
+                # weed exits at once when a port is taken (another test run picked it too).
+                if self.proc.poll() is None or attempt == 3:
+                    raise
 
     def client(self):  # noqa: ANN201 - a boto3 S3 client
         """A boto3 client with the test credentials."""

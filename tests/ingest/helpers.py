@@ -26,6 +26,13 @@ def jpeg_bytes(seed: int, size: tuple[int, int] = (64, 48), exif: Image.Exif | N
     return buf.getvalue()
 
 
+def noise_jpeg(size: tuple[int, int] = (200, 200)) -> bytes:
+    """A JPEG of noise: big for its pixel count (size-limit tests)."""
+    buf = io.BytesIO()
+    Image.effect_noise(size, 80).convert("RGB").save(buf, "JPEG", quality=100)
+    return buf.getvalue()
+
+
 def png_bytes(seed: int, size: tuple[int, int] = (40, 30), mode: str = "RGB") -> bytes:
     img = Image.new(mode, size, (seed % 256) if mode in ("L", "I;16") else
                     ((seed * 7) % 256, (seed * 3) % 256, 200) + ((128,) if mode == "RGBA" else ()))

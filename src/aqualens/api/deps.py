@@ -41,10 +41,20 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-def optional_user(request: Request, session: Session = Depends(get_session)) -> User | None:
-    """The caller, or None for anonymous requests (which see public rows only)."""
+def optional_user(request: Request, ctx: Context = Depends(get_ctx)) -> User | None:
+    """The caller, or None for anonymous requests (which see public rows only).
+
+    The token is resolved in its own short transaction and the user detached, so the request's
+    session holds no write lock on SQLite while the route runs (the ``last_used_at`` touch would
+    otherwise lock out every other writer until the response is sent).
+    """
     token = _bearer(request)
-    return user_for_token(session, token) if token else None
+    if not token:
+        return None
+    with ctx.session() as session:
+        user = user_for_token(session, token)
+        session.expunge(user)
+    return user
 
 
 def current_user(user: User | None = Depends(optional_user)) -> User:

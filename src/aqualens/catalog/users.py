@@ -51,7 +51,13 @@ def user_for_token(session: Session, token: str) -> User:
     if row is None or row.revoked:
         raise Unauthorized("unknown or revoked API token", field="Authorization",
                            valid="Authorization: Bearer <token from 'aqualens init' or 'aqualens users token'>")
-    row.last_used_at = utcnow()
+    now = utcnow()
+    last = row.last_used_at
+    if last is not None and last.tzinfo is None:
+        last = last.replace(tzinfo=now.tzinfo)  # SQLite returns naive datetimes
+    # Touch at most once a minute: a write per request would serialise every reader on SQLite.
+    if last is None or (now - last).total_seconds() > 60:
+        row.last_used_at = now
     return row.user
 
 

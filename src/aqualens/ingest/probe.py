@@ -213,7 +213,7 @@ def probe_source(source: Source, *, max_pixels: int, thumb_size: int) -> tuple[P
     except Image.DecompressionBombError as exc:
         raise Rejected(f"too many pixels: {exc}", R.TOO_MANY_PIXELS) from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise Rejected(f"damaged image header: {exc}", R.TRUNCATED) from None
+        raise Rejected(f"truncated or damaged image header: {exc}", R.TRUNCATED) from None
     with img:
         width, height = img.size
         if width <= 0 or height <= 0:

@@ -23,7 +23,16 @@ from sqlalchemy.orm import Session
 from aqualens.catalog.tables import Annotation, Image, User
 from aqualens.core.errors import ValidationError
 from aqualens.processing.kinds import BatchJobKind
-from aqualens.processing.stats import image_shas, load_rgb
+from aqualens.processing.stats import image_shas
+
+
+def load_pixels(ctx, sha: str) -> Any:  # noqa: ANN001 - Context; returns np.ndarray
+    """Decode a stored image with OpenCV (the models' decoder; Pillow for other formats)."""
+    from aqualens.models.preprocess import decode_image
+
+    path = ctx.store.local_path(sha)
+    data = path.read_bytes() if path is not None else ctx.store.get_bytes(sha)
+    return decode_image(data, f"sha256:{sha[:12]}")
 
 
 def check_predict_params(session: Session, params: dict, owner_id: int) -> dict:
@@ -123,7 +132,7 @@ def predict_batch(ctx, model_id: int, image_ids: list[int], *, top_k: int = 5,  
         try:
             if image_id not in shas:
                 raise LookupError("image no longer in the catalogue")
-            arrays.append(load_rgb(ctx, shas[image_id]))
+            arrays.append(load_pixels(ctx, shas[image_id]))
             ok_ids.append(image_id)
         except Exception as exc:  # noqa: BLE001 - per-image failure with its reason
             out[image_id] = {"image_id": image_id, "ok": False,

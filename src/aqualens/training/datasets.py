@@ -20,7 +20,8 @@ from aqualens.catalog.tables import (Annotation, Collection, CollectionImage, Da
 from aqualens.catalog.users import visible
 from aqualens.core.errors import ValidationError
 from aqualens.training.data import Item
-from aqualens.training.splits import DEFAULT_FRACTIONS, make_splits, splits_from_files
+from aqualens.training.splits import (DEFAULT_FRACTIONS, make_splits, splits_from_files,
+                                      splits_from_lists)
 
 FORMAT = "aqualens-dataset/1"
 STATUSES = ("predicted", "validated", "dubious", "rejected")
@@ -97,6 +98,7 @@ def freeze(session: Session, user: User, name: str, *, collection: str | int | N
            query: Any = None, statuses: Iterable[str] = ("validated",),
            fractions: dict[str, float] | None = None, seed: int = 0,
            group_by: str | None = None, split_files: dict[str, Path] | None = None,
+           split_lists: dict[str, list[str]] | None = None,
            labels: Iterable[str] | None = None, description: str = "",
            visibility: str = "private") -> DatasetVersion:
     """Freeze a collection or an :class:`~aqualens.catalog.search.ImageQuery` as ``name@N+1``.
@@ -161,12 +163,15 @@ def freeze(session: Session, user: User, name: str, *, collection: str | int | N
     for a in ann_records:
         if task == "classify" or a["geometry_type"] == "box":
             labs[a["image_sha256"]].append(a["label"])
+    alias = {Path(r["name"]).name: r["sha256"] for r in img_records}
+    alias.update({r["name"]: r["sha256"] for r in img_records})
     if split_files:
-        alias = {r["name"]: r["sha256"] for r in img_records}
-        alias.update({Path(r["name"]).name: r["sha256"] for r in img_records})
         splits = splits_from_files(split_files, keys, alias)
         split_params: dict[str, Any] = {"method": "files",
                                         "files": {k: Path(v).name for k, v in split_files.items()}}
+    elif split_lists:
+        splits = splits_from_lists(split_lists, keys, alias)
+        split_params = {"method": "given"}
     else:
         groups = [r.get("group", r["sha256"]) for r in img_records] if group_by else None
         splits = make_splits(keys, [labs[k] for k in keys], groups=groups, fractions=fractions,

@@ -106,34 +106,51 @@ def make_splits(keys: Sequence[str], labels: Sequence[Sequence[str]], *,
 
 def splits_from_files(files: dict[str, Path], keys: Sequence[str],
                       aliases: dict[str, str] | None = None) -> dict[str, list[str]]:
-    """Splits given by the user: one file per split, one image name or sha256 per line.
-
-    ``aliases`` maps names (original file names) to keys. Unknown entries and images named in two
-    files are refused, naming the file and line; images in no file stay out of every split.
-    """
-    known = set(keys)
-    aliases = aliases or {}
-    seen: dict[str, str] = {}
-    out: dict[str, list[str]] = {}
+    """Splits given by the user: one file per split, one image name or sha256 per line
+    (blank lines and ``#`` comments ignored). See :func:`splits_from_lists`."""
+    lists = {}
     for split, path in files.items():
         path = Path(path)
         if not path.is_file():
             raise ValidationError("split file not found", field=str(path))
+        lists[split] = path.read_text().splitlines()
+    return splits_from_lists(lists, keys, aliases,
+                             where={k: Path(v).name for k, v in files.items()})
+
+
+def splits_from_lists(lists: dict[str, Sequence[str]], keys: Sequence[str],
+                      aliases: dict[str, str] | None = None,
+                      where: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """Splits given as ``{split: [image name or sha256, ...]}``.
+
+    ``aliases`` maps names (original file names) to keys. Unknown entries and images named in
+    two splits are refused, naming the file (or split) and line; images in no split stay out of
+    every split.
+    """
+    known = set(keys)
+    aliases = aliases or {}
+    where = where or {}
+    seen: dict[str, str] = {}
+    out: dict[str, list[str]] = {}
+    if not lists:
+        raise ValidationError("no splits given", field="splits")
+    for split, entries in lists.items():
+        if not isinstance(entries, (list, tuple)):
+            raise ValidationError(f"split {split!r} must be a list of names", field="splits")
         out[split] = []
-        for ln, line in enumerate(path.read_text().splitlines(), 1):
-            entry = line.strip()
+        for ln, line in enumerate(entries, 1):
+            entry = str(line).strip()
             if not entry or entry.startswith("#"):
                 continue
             key = entry if entry in known else aliases.get(entry) or aliases.get(Path(entry).name)
             if entry.startswith("sha256:") and entry[7:] in known:
                 key = entry[7:]
+            loc = f"{where.get(split, split)}:{ln}"
             if key is None:
-                raise ValidationError(f"{entry!r} is not an image of this dataset",
-                                      field=f"{path.name}:{ln}",
+                raise ValidationError(f"{entry!r} is not an image of this dataset", field=loc,
                                       valid="an image name or sha256 of the frozen images")
             if key in seen:
-                raise ValidationError(f"{entry!r} is already in split {seen[key]!r}",
-                                      field=f"{path.name}:{ln}")
+                raise ValidationError(f"{entry!r} is already in split {seen[key]!r}", field=loc)
             seen[key] = split
             out[split].append(key)
     return {n: sorted(v) for n, v in out.items()}

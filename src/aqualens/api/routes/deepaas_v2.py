@@ -20,8 +20,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
 from aqualens import __version__
-from aqualens.api.deps import get_ctx
-from aqualens.api.routes.models import read_upload, reader, wants_png, writer
+from aqualens.api.deps import current_user, get_ctx, optional_user
+from aqualens.api.routes.models import read_upload, wants_png
 from aqualens.catalog.context import Context
 from aqualens.catalog.tables import Model, User
 from aqualens.core.errors import ModelError, ValidationError
@@ -90,7 +90,7 @@ def _visible_models(ctx: Context, user: User | None) -> list[Model]:
 
 @router.get("/v2/models/")
 def v2_models(request: Request, ctx: Context = Depends(get_ctx),
-              user: User | None = Depends(reader)) -> dict[str, Any]:
+              user: User | None = Depends(optional_user)) -> dict[str, Any]:
     """Loaded models and their metadata (every runtime; latest version of each name)."""
     base = request.url.path.rstrip("/")
     return {"models": [_metadata(ctx, m, f"{base}/{m.name}")
@@ -99,7 +99,7 @@ def v2_models(request: Request, ctx: Context = Depends(get_ctx),
 
 @router.get("/v2/models/{name}/")
 def v2_model(name: str, request: Request, ctx: Context = Depends(get_ctx),
-             user: User | None = Depends(reader)) -> dict[str, Any]:
+             user: User | None = Depends(optional_user)) -> dict[str, Any]:
     """One model's metadata, in DEEPaaS's shape."""
     model = _model(ctx, name, user)
     return _metadata(ctx, model, request.url.path.rstrip("/"))
@@ -117,7 +117,7 @@ async def _form(request: Request):  # noqa: ANN202
 
 @router.post("/v2/models/{name}/predict/")
 async def v2_predict(name: str, request: Request, ctx: Context = Depends(get_ctx),
-                     user: User | None = Depends(reader)) -> Response:
+                     user: User | None = Depends(optional_user)) -> Response:
     """Predict with the arguments the model declares (query string, form or headers)."""
     model = await run_in_threadpool(_model, ctx, name, user)
     form = await _form(request)
@@ -217,7 +217,7 @@ async def _predict_platform(ctx: Context, model: Model, request: Request, form, 
 
 @router.post("/v2/models/{name}/train/")
 async def v2_train(name: str, request: Request, ctx: Context = Depends(get_ctx),
-                   user: User = Depends(writer)) -> dict[str, Any]:
+                   user: User = Depends(current_user)) -> dict[str, Any]:
     """Start a training (a persistent job); answers the running training record."""
     from aqualens.services.deepaas_train import start_training
 
@@ -245,7 +245,7 @@ async def v2_train(name: str, request: Request, ctx: Context = Depends(get_ctx),
 
 @router.get("/v2/models/{name}/train/")
 def v2_trainings(name: str, ctx: Context = Depends(get_ctx),
-                 user: User | None = Depends(reader)) -> list[dict[str, Any]]:
+                 user: User | None = Depends(optional_user)) -> list[dict[str, Any]]:
     """Every training of the model (running or finished), from the job table."""
     from aqualens.services.deepaas_train import list_trainings
 
@@ -254,7 +254,7 @@ def v2_trainings(name: str, ctx: Context = Depends(get_ctx),
 
 @router.get("/v2/models/{name}/train/{uuid}")
 def v2_training(name: str, uuid: str, ctx: Context = Depends(get_ctx),
-                user: User | None = Depends(reader)) -> dict[str, Any]:
+                user: User | None = Depends(optional_user)) -> dict[str, Any]:
     from aqualens.services.deepaas_train import get_training
 
     return get_training(ctx, _model(ctx, name, user), uuid, user)
@@ -262,7 +262,7 @@ def v2_training(name: str, uuid: str, ctx: Context = Depends(get_ctx),
 
 @router.delete("/v2/models/{name}/train/{uuid}")
 def v2_cancel(name: str, uuid: str, ctx: Context = Depends(get_ctx),
-              user: User = Depends(writer)) -> dict[str, Any]:
+              user: User = Depends(current_user)) -> dict[str, Any]:
     """Cancel a training (the training process is killed); answers its record."""
     from aqualens.services.deepaas_train import cancel_training
 
@@ -315,7 +315,7 @@ def _operation(params: list[dict[str, Any]], summary: str) -> dict[str, Any]:
 
 @router.get("/v2/swagger.json")
 def v2_openapi(ctx: Context = Depends(get_ctx),
-               user: User | None = Depends(reader)) -> dict[str, Any]:
+               user: User | None = Depends(optional_user)) -> dict[str, Any]:
     """OpenAPI 3 for the v2 routes, with each model's declared predict and train arguments."""
     paths: dict[str, Any] = {}
     for model in _visible_models(ctx, user):

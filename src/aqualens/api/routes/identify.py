@@ -10,8 +10,8 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
-from aqualens.api.deps import get_ctx
-from aqualens.api.routes.models import read_form, read_upload, reader
+from aqualens.api.deps import get_ctx, optional_user
+from aqualens.api.routes.models import read_form, read_upload
 from aqualens.catalog.context import Context
 from aqualens.catalog.tables import Model, User
 from aqualens.catalog.users import visible
@@ -42,7 +42,7 @@ def default_classifier(ctx: Context, user: User | None) -> int:
 
 @router.post("/identify")
 async def identify(request: Request, ctx: Context = Depends(get_ctx),
-                   user: User | None = Depends(reader)) -> dict[str, Any]:
+                   user: User | None = Depends(optional_user)) -> dict[str, Any]:
     """Multipart: ``image`` (one file), optional ``model`` (id, name or name@version; default
     the newest classifier you may use), ``top_k`` (5), and observation context ``lat``, ``lon``,
     ``date`` (ISO 8601), ``depth`` (m), recorded for later priors. Answers ranked taxa with their

@@ -23,21 +23,6 @@ from aqualens.models import registry
 router = APIRouter(prefix="/api/v1", tags=["models"])
 
 
-def writer(user: User = Depends(current_user), session: Session = Depends(get_session)) -> User:
-    """The caller, with the request session committed: resolving a token writes its
-    ``last_used_at``, and on SQLite that write lock would block the separate sessions these
-    routes write with (registry, predictions, usage events)."""
-    session.commit()
-    return user
-
-
-def reader(user: User | None = Depends(optional_user),
-           session: Session = Depends(get_session)) -> User | None:
-    """Like :func:`writer` for routes open to anonymous callers."""
-    session.commit()
-    return user
-
-
 async def read_form(request: Request):  # noqa: ANN201 - starlette FormData
     """The multipart/form body, or a clear 4xx for anything else."""
     ctype = request.headers.get("content-type", "")
@@ -93,7 +78,7 @@ def list_models(task: str | None = None, name: str | None = None, q: str | None 
 
 @router.post("/models", status_code=201)
 async def add_model(request: Request, ctx: Context = Depends(get_ctx),
-                    user: User = Depends(writer)) -> dict[str, Any]:
+                    user: User = Depends(current_user)) -> dict[str, Any]:
     """Register a model. Multipart with either ``package`` (a ``.aqlmodel`` file), or
     ``artefact`` (an ONNX/TorchScript file) plus ``metadata`` (JSON: name, version, task, labels,
     input_spec, runtime, licence, keywords, card, metrics, ...), or only ``metadata`` with
@@ -199,13 +184,13 @@ async def patch_model(ref: str, request: Request, session: Session = Depends(get
 
 @router.delete("/models/{ref}")
 def delete_model(ref: str, ctx: Context = Depends(get_ctx),
-                 user: User = Depends(writer)) -> dict[str, Any]:
+                 user: User = Depends(current_user)) -> dict[str, Any]:
     return registry.delete_model(ctx, ref, user)
 
 
 @router.get("/models/{ref}/package")
 def download_package(ref: str, ctx: Context = Depends(get_ctx),
-                     user: User | None = Depends(reader)) -> FileResponse:
+                     user: User | None = Depends(optional_user)) -> FileResponse:
     """The model as one ``.aqlmodel`` file (for offline use or another instance)."""
     from aqualens.models.package import export_package
 
@@ -222,7 +207,7 @@ def wants_png(request: Request) -> bool:
 
 @router.post("/models/{ref}/predict")
 async def predict(ref: str, request: Request, ctx: Context = Depends(get_ctx),
-                  user: User | None = Depends(reader)) -> Response:
+                  user: User | None = Depends(optional_user)) -> Response:
     """Run a model. Either multipart ``files`` (one or many images; fields ``top_k``,
     ``threshold``) — nothing is stored — or JSON ``{"image_ids": [...], "top_k", "threshold",
     "store": true}`` on catalogue images, whose results are stored as predicted annotations.

@@ -1,0 +1,220 @@
+"""Batch predict benchmark (issue 5): one ONNX classifier over N catalogue images, three ways.
+
+(a) the AquaLens ``predict`` job end to end on Dask: blob read, decode, preprocessing,
+    inference, annotation + result writes (SQLite catalogue, local blob store), measured from job
+    creation to ``succeeded``; once with 1 worker process and once with 2 (1 thread each).
+    The cluster is started and the model warmed (a 4-image job) before the clock starts.
+(b) a raw loop on the same files: read, decode (OpenCV), resize/normalise, onnxruntime, same
+    batch size, no database.
+(c) ``deepaas-run`` (PyPI deepaas 2.6.0) serving the same model (bench/deepaas_onnx_module.py,
+    the module bench/predict_api.py uses), one HTTP predict request per image, as iMagine
+    services call models.
+
+Prints images/s and the ratios. Targets: (a) >= 0.8 (b), (a) >= 5x (c), 2 workers >= 1.7x 1.
+Usage: ``.venv/bin/python bench/batch_predict.py [--n 400] [--batch 32] [--deepaas-n 150]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from predict_api import SIZE, build_model, free_port, wait  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+def make_images(folder: Path, n: int) -> list[Path]:
+    """N distinct 640x480 JPEGs (smooth gradients + noise, so they compress like photos)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:480, 0:640]
+    out = []
+    for i in range(n):
+        base = (np.sin(xx / (20 + i % 17)) + np.cos(yy / (15 + i % 13))) * 60 + 128
+        img = np.stack([base, base * 0.8 + i % 50, 255 - base], axis=-1)
+        img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+        path = folder / f"img{i:05d}.jpg"
+        Image.fromarray(img).save(path, "JPEG", quality=90)
+        out.append(path)
+    return out
+
+
+def setup_instance(data: Path, files: list[Path], model: Path):  # noqa: ANN201
+    from aqualens.catalog.context import Context
+    from aqualens.catalog.instance import init_instance
+    from aqualens.catalog.users import get_admin
+    from aqualens.core.config import load_settings
+    from aqualens.ingest.pipeline import ingest_paths
+    from aqualens.models.base import ModelInfo
+    from aqualens.models.registry import register_model
+
+    ctx = Context(load_settings(data_dir=data))
+    init_instance(ctx)
+    with ctx.session() as s:
+        owner = get_admin(s).id
+    ingest_paths(ctx, [files[0].parent], collection="bench", owner_id=owner)
+    ingest_paths(ctx, files[:4], collection="warm", owner_id=owner)
+    info = ModelInfo(name="bench", version="1.0.0", task="classify",
+                     labels=[f"class_{i}" for i in range(10)],
+                     input_spec={"height": SIZE, "width": SIZE})
+    with ctx.session() as s:
+        register_model(s, ctx.store, model, info, owner)
+    return ctx, owner
+
+
+def aqualens_job(data: Path, workers: int, batch: int) -> dict:
+    """Run the job on a fresh LocalCluster of ``workers`` processes x 1 thread."""
+    from aqualens.catalog.context import Context
+    from aqualens.catalog.tables import Job
+    from aqualens.core.config import load_settings
+    from aqualens.processing import jobs
+    from aqualens.processing.runner import Runner
+
+    ctx = Context(load_settings(data_dir=data, dask={"n_workers": workers,
+                                                     "threads_per_worker": 1,
+                                                     "processes": True}))
+    with ctx.session() as s:
+        owner = s.scalar(__import__("sqlalchemy").select(Job.owner_id)) or 1
+    runner = Runner(ctx, poll_s=0.02)
+    runner.client.wait_for_workers(workers)
+    runner.start()
+
+    def run(collection: str) -> tuple[float, dict]:
+        with ctx.session() as s:
+            job_id = jobs.create_job(s, "predict", {"model": "bench", "collection": collection,
+                                                    "batch_size": batch, "top_k": 5}, 1).id
+        t0 = time.perf_counter()
+        while True:
+            with ctx.session() as s:
+                job = s.get(Job, job_id)
+                if job.state in jobs.TERMINAL:
+                    d = jobs.job_to_dict(job)
+                    break
+            time.sleep(0.01)
+        return time.perf_counter() - t0, d
+
+    try:
+        # Warm every worker: a tiny job per worker so each loads the model once.
+        for _ in range(workers):
+            run("warm")
+        elapsed, job = run("bench")
+    finally:
+        runner.stop()
+    assert job["state"] == "succeeded" and job["failed"] == 0, job
+    return {"workers": workers, "images": job["done"], "seconds": elapsed,
+            "images_per_s": job["done"] / elapsed,
+            "batches_per_worker": job["outputs"].get("batches_per_worker"), "owner": owner}
+
+
+def raw_loop(paths: list[Path], model: Path, batch: int) -> dict:
+    import cv2
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    t0 = time.perf_counter()
+    for i in range(0, len(paths), batch):
+        xs = []
+        for p in paths[i:i + batch]:
+            img = cv2.imdecode(np.frombuffer(p.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+            x = cv2.resize(img, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+            xs.append((x.astype(np.float32) / 255).transpose(2, 0, 1))
+        logits = sess.run(None, {"input": np.ascontiguousarray(np.stack(xs))})[0]
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        np.argsort(-(p / p.sum(axis=1, keepdims=True)), axis=1)[:, :5]
+    elapsed = time.perf_counter() - t0
+    return {"images": len(paths), "seconds": elapsed, "images_per_s": len(paths) / elapsed}
+
+
+def deepaas(paths: list[Path], model: Path, work: Path) -> dict:
+    import httpx
+
+    dist = work / "eps" / "bench_onnx-1.0.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-onnx\nVersion: 1.0.0\n")
+    (dist / "entry_points.txt").write_text("[deepaas.v2.model]\nbench-onnx = deepaas_onnx_module\n")
+    port = free_port()
+    env = {**os.environ, "BENCH_ONNX_MODEL": str(model), "BENCH_SIZE": str(SIZE),
+           "DEEPAAS_V2_MODEL": "bench-onnx",
+           "PYTHONPATH": os.pathsep.join([str(work / "eps"), str(ROOT / "bench")])}
+    proc = subprocess.Popen([str(BIN / "deepaas-run"), "--listen-ip", "127.0.0.1",
+                             "--listen-port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait(f"{url}/v2/models/bench-onnx/")
+        with httpx.Client(base_url=url, timeout=60) as c:
+            c.post("/v2/models/bench-onnx/predict/",  # warm
+                   files={"data": ("x.jpg", paths[0].read_bytes(), "image/jpeg")})
+            t0 = time.perf_counter()
+            for p in paths:
+                r = c.post("/v2/models/bench-onnx/predict/",
+                           files={"data": (p.name, p.read_bytes(), "image/jpeg")})
+                assert r.status_code == 200, r.text
+            elapsed = time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return {"images": len(paths), "seconds": elapsed, "images_per_s": len(paths) / elapsed}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--deepaas-n", type=int, default=150)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    model = build_model(work)
+    (work / "images").mkdir()
+    files = make_images(work / "images", args.n)
+    data = work / "data"
+    ctx, _ = setup_instance(data, files, model)
+    from sqlalchemy import select
+
+    from aqualens.catalog.tables import Image
+
+    with ctx.session() as s:  # the catalogue's blobs: what (a) reads, and (b) reads too
+        paths = [ctx.store.local_path(sha) for sha in s.scalars(select(Image.sha256)
+                                                                 .order_by(Image.id))]
+    res = {"n": args.n, "batch": args.batch, "cores": os.cpu_count(),
+           "load_avg_start": os.getloadavg()[0]}
+    res["raw"] = raw_loop(paths, model, args.batch)
+    res["aqualens_1_worker"] = aqualens_job(data, 1, args.batch)
+    res["aqualens_2_workers"] = aqualens_job(data, 2, args.batch)
+    res["raw_again"] = raw_loop(paths, model, args.batch)  # the machine is shared: bracket (a)
+    res["deepaas"] = deepaas(paths[:args.deepaas_n], model, work)
+    res["load_avg_end"] = os.getloadavg()[0]
+    raw = (res["raw"]["images_per_s"] + res["raw_again"]["images_per_s"]) / 2
+    a1 = res["aqualens_1_worker"]["images_per_s"]
+    a2 = res["aqualens_2_workers"]["images_per_s"]
+    best = max(a1, a2)
+    dp = res["deepaas"]["images_per_s"]
+    res["ratios"] = {"a_over_b": best / raw, "a1_over_b": a1 / raw, "a_over_c": best / dp,
+                     "two_over_one_worker": a2 / a1}
+    print(f"(b) raw onnxruntime loop     {raw:8.1f} images/s (mean of two runs)")
+    print(f"(a) AquaLens job, 1 worker   {a1:8.1f} images/s")
+    print(f"(a) AquaLens job, 2 workers  {a2:8.1f} images/s")
+    print(f"(c) deepaas-run, 1 req/image {dp:8.1f} images/s")
+    r = res["ratios"]
+    print(f"(a)/(b) = {r['a_over_b']:.2f} (target >= 0.8; 1 worker: {r['a1_over_b']:.2f})   "
+          f"(a)/(c) = {r['a_over_c']:.1f}x (target >= 5)   "
+          f"2 workers / 1 worker = {r['two_over_one_worker']:.2f} (target >= 1.7)")
+    print(json.dumps(res, default=str))
+
+
+if __name__ == "__main__":
+    main()
