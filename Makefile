@@ -34,5 +34,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/search.py
 
+# Reference models (issue 6): trained on ../shared/data, reproducible from the seed; the packages
+# are committed under models/ so `make run` needs no download. Rebuild with `make models`.
+models: $(STAMP)
+	$(BIN)/python -m aqualens.training.reference --out models --threads 2
+
 clean-data:
 	rm -rf $(DATA)

@@ -26,7 +26,8 @@ Fixtures
     A database URL on both catalogue backends (``postgres`` is marked ``postgres``).
 ``any_settings`` / ``any_ctx`` (function, parametrised ``sqlite+local`` / ``postgres+s3``)
     Settings, or ``(ctx, admin_token)`` of an initialised instance, on both tiers; the shared tier
-    is marked ``postgres`` and ``s3``. Write a test once, it runs on both::
+    is marked ``postgres`` and ``s3``, and its database is a copy of one migrated once per
+    session (use ``pg_url`` to test migrations themselves). Write a test once, it runs on both::
 
         def test_something(any_ctx):
             ctx, token = any_ctx
@@ -246,6 +247,7 @@ class PgServer:
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.log = base / "postgres.log"
+        self._template: str | None = None
 
     def initdb(self) -> None:
         data = self.base / "data"
@@ -298,10 +300,32 @@ class PgServer:
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(sql)
 
-    def create_database(self, name: str) -> str:
-        """Create an empty database; returns its URL."""
-        self.execute(f'CREATE DATABASE "{name}"')
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create a database (empty, or a copy of ``template``); returns its URL."""
+        if template:
+            # FILE_COPY: a plain copy of the template's files, faster than WAL-logging each block.
+            self.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+        else:
+            self.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def migrated_template(self) -> str:
+        """A database migrated to head once per session, copied for each shared-tier instance.
+
+        Copying it takes a third of the time of migrating a new database. It must have no open
+        connection when copied, so its engine is dropped from AquaLens's cache right away.
+        """
+        if self._template is None:
+            from aqualens.catalog import db
+            from aqualens.catalog.migrate import upgrade
+
+            url = self.create_database("aqualens_template")
+            upgrade(url)
+            engine = db._engines.pop(db.normalise_url(url), None)
+            if engine is not None:
+                engine.dispose()
+            self._template = "aqualens_template"
+        return self._template
 
     def drop_database(self, name: str) -> None:
         self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -490,11 +514,15 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
     name = f"test_{uuid.uuid4().hex[:16]}"
     url = pg_server.create_database(name)
     yield url
+    _drop(pg_server, name)
+
+
+def _drop(server: PgServer, name: str) -> None:
     from aqualens.catalog.db import dispose_engines
 
     dispose_engines()  # pooled connections would keep the database open
     with contextlib.suppress(Exception):
-        pg_server.drop_database(name)
+        server.drop_database(name)
 
 
 @pytest.fixture(scope="session")
@@ -507,7 +535,7 @@ def s3_server() -> Iterator[S3Server]:
 
 @pytest.fixture
 def s3_settings(s3_server: S3Server) -> dict[str, Any]:
-    """Settings overrides for a fresh prefix in the test bucket: ``make_settings(d, **s3_settings)``."""
+    """Overrides for a fresh prefix in the test bucket: ``make_settings(d, **s3_settings)``."""
     from aqualens.storage import forget_stores
 
     forget_stores()
@@ -539,8 +567,11 @@ def any_settings(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN20
 
     overrides: dict[str, Any] = {}
     if request.param == "postgres+s3":
-        overrides = {"database_url": request.getfixturevalue("pg_url"),
-                     **request.getfixturevalue("s3_settings")}
+        server: PgServer = request.getfixturevalue("pg_server")
+        name = f"test_{uuid.uuid4().hex[:16]}"
+        url = server.create_database(name, template=server.migrated_template())
+        request.addfinalizer(lambda: _drop(server, name))
+        overrides = {"database_url": url, **request.getfixturevalue("s3_settings")}
     return load_settings(data_dir=tmp_path / "data", **overrides)
 
 

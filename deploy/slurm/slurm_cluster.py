@@ -31,7 +31,9 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="ask for one GPU per job")
     args = parser.parse_args()
 
-    from dask_jobqueue import SLURMCluster  # optional dependency: pip install dask-jobqueue
+    from dask_jobqueue import (
+        SLURMCluster,  # optional dependency: pip install dask-jobqueue
+    )
 
     extra = ["--gres=gpu:1"] if args.gpu else []
     cluster = SLURMCluster(

@@ -10,13 +10,13 @@ from tests.processing.helpers import add_images, register_brightness_model, wait
 
 
 @pytest.fixture
-def runner(ctx):  # noqa: ANN001, ANN201
+def runner(ctx):
     r = Runner(ctx, poll_s=0.05, heartbeat_s=0.2).start()
     yield r
     r.stop()
 
 
-def test_job_lifecycle_over_http(ctx, client, anon_client, runner):  # noqa: ANN001
+def test_job_lifecycle_over_http(ctx, client, anon_client, runner):
     _, ids = add_images(ctx, [40, 90], missing_blob=(1,))
     r = client.post("/api/v1/jobs", json={"kind": "image-stats",
                                           "params": {"collection": "cam1"}})
@@ -45,7 +45,7 @@ def test_job_lifecycle_over_http(ctx, client, anon_client, runner):  # noqa: ANN
     assert anon_client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 401
 
 
-def test_cancel_queued_then_retry(ctx, client, runner):  # noqa: ANN001
+def test_cancel_queued_then_retry(ctx, client, runner):
     add_images(ctx, [1, 2, 3])
     runner.stop()  # nobody runs jobs: the job stays queued
     job_id = client.post("/api/v1/jobs", json={"kind": "image-stats",
@@ -59,7 +59,7 @@ def test_cancel_queued_then_retry(ctx, client, runner):  # noqa: ANN001
     assert job["state"] == "succeeded" and job["done"] == 3
 
 
-def test_bad_job_requests(client):  # noqa: ANN001
+def test_bad_job_requests(client):
     cases = [
         ({"kind": "nope", "params": {}}, "kind", "unknown job kind"),
         ({"kind": "image-stats", "params": {}}, "image_ids/collection/query", "exactly one"),
@@ -81,7 +81,7 @@ def test_bad_job_requests(client):  # noqa: ANN001
     assert r.status_code == 422 and r.json()["field"] == "model"
 
 
-def test_predict_and_compare(ctx, client, runner, tmp_path):  # noqa: ANN001
+def test_predict_and_compare(ctx, client, runner, tmp_path):
     add_images(ctx, [10, 100, 200])
     register_brightness_model(ctx, tmp_path, "1.0.0")
     register_brightness_model(ctx, tmp_path, "2.0.0", threshold_shift=-0.15)

@@ -118,6 +118,9 @@ def test_identify(client, ctx, tmp_path) -> None:  # noqa: ANN001
                                   "worms_url": "https://www.marinespecies.org/aphia.php?"
                                                "p=taxdetails&id=1100"}
     assert body["model"]["version"] == "1.0.0" and len(body["results"]) == 3
+    from aqualens.services.usage import flush_usage
+
+    flush_usage()  # the predict routes buffer their usage events (written within a second)
     with ctx.session() as s:
         ev = s.scalars(select(UsageEvent).where(UsageEvent.kind == "predict")).all()[-1]
         assert ev.details["lat"] == 41.2 and ev.details["depth"] == 12.5

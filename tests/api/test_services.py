@@ -3,18 +3,21 @@ invocation, pause/resume/delete, trigger tokens that survive updates."""
 
 from __future__ import annotations
 
-import io
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from aqualens.catalog.tables import Annotation, Event, UsageEvent
 from aqualens.processing.runner import Runner
 from aqualens.processing.triggers import TriggerManager
-from tests.processing.helpers import (add_images, png_bytes, register_brightness_model,
-                                      wait_state)
+from tests.processing.helpers import (
+    add_images,
+    png_bytes,
+    register_brightness_model,
+    wait_state,
+)
 
 DEF = """
 name: cam-watch
@@ -35,22 +38,22 @@ YAML = {"Content-Type": "application/yaml"}
 
 
 @pytest.fixture
-def model(ctx, tmp_path):  # noqa: ANN001, ANN201
+def model(ctx, tmp_path):
     return register_brightness_model(ctx, tmp_path)
 
 
 @pytest.fixture
-def runner(ctx):  # noqa: ANN001, ANN201
+def runner(ctx):
     r = Runner(ctx, poll_s=0.05, heartbeat_s=0.2).start()
     yield r
     r.stop()
 
 
-def _jobs_done(ctx, job_ids):  # noqa: ANN001, ANN202
+def _jobs_done(ctx, job_ids):
     return [wait_state(ctx, j, ("succeeded", "failed", "cancelled")) for j in job_ids]
 
 
-def test_definitions_are_validated(client, model):  # noqa: ANN001
+def test_definitions_are_validated(client, model):
     bad = {
         "name: x\nsteps: []\n": ("steps", "at least 1"),
         "name: x\nsteps: [{model: bright, pipeline: image-stats}]\n": ("steps.0", "exactly one"),
@@ -74,7 +77,7 @@ def test_definitions_are_validated(client, model):  # noqa: ANN001
                                                                    "application/json"}).status_code == 422
 
 
-def test_collection_trigger_end_to_end(ctx, client, model, runner):  # noqa: ANN001
+def test_collection_trigger_end_to_end(ctx, client, model, runner):
     from aqualens.ingest import hooks
 
     r = client.post("/api/v1/services", content=DEF, headers=YAML)
@@ -121,7 +124,7 @@ def test_collection_trigger_end_to_end(ctx, client, model, runner):  # noqa: ANN
         assert s.query(CollectionImage).filter_by(collection_id=out.id).count() == 3
 
 
-def test_catch_up_pause_resume_delete(ctx, client, model, runner):  # noqa: ANN001
+def test_catch_up_pause_resume_delete(ctx, client, model, runner):
     client.post("/api/v1/services", content=DEF, headers=YAML)
     assert client.post("/api/v1/services/cam-watch/pause").json()["paused"] is True
     mgr = TriggerManager(ctx)
@@ -139,7 +142,7 @@ def test_catch_up_pause_resume_delete(ctx, client, model, runner):  # noqa: ANN0
     assert client.get(f"/api/v1/jobs/{job_ids[0]}").json()["service_id"] is None
 
 
-def test_sync_and_async_invocation(ctx, client, model, runner):  # noqa: ANN001
+def test_sync_and_async_invocation(ctx, client, model, runner):
     client.post("/api/v1/services", content=DEF, headers=YAML)
     files = [("file", ("a.png", png_bytes(250), "image/png")),
              ("file", ("b.png", png_bytes(5), "image/png"))]
@@ -168,7 +171,7 @@ def test_sync_and_async_invocation(ctx, client, model, runner):  # noqa: ANN001
         assert s.query(UsageEvent).filter_by(kind="service-run").one().images == 2
 
 
-def test_folder_trigger(ctx, client, model, runner, tmp_path):  # noqa: ANN001
+def test_folder_trigger(ctx, client, model, runner, tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     definition = {"name": "folder-watch", "triggers": [
@@ -190,14 +193,14 @@ def test_folder_trigger(ctx, client, model, runner, tmp_path):  # noqa: ANN001
         assert ann.label.name == "bright"
 
 
-def test_schedule_trigger(ctx, client, model, runner):  # noqa: ANN001
+def test_schedule_trigger(ctx, client, model, runner):
     _, ids = add_images(ctx, [30, 220], collection="nightly")
     definition = {"name": "nightly", "triggers": [
         {"type": "schedule", "cron": "0 3 * * *", "select": {"collection": "nightly"}},
         {"type": "schedule", "every": "1h"}], "steps": [{"pipeline": "image-stats"}]}
     assert client.post("/api/v1/services", json=definition).status_code == 201
     mgr = TriggerManager(ctx)
-    at3 = datetime(2026, 5, 1, 3, 0, 20, tzinfo=timezone.utc)
+    at3 = datetime(2026, 5, 1, 3, 0, 20, tzinfo=UTC)
     job_ids = mgr.tick(now=at3)
     assert mgr.tick(now=at3.replace(second=50)) == []   # same slots: no second run
     assert mgr.tick(now=at3.replace(hour=4, minute=1)) != []  # the hourly slot fires again
@@ -211,7 +214,7 @@ def test_schedule_trigger(ctx, client, model, runner):  # noqa: ANN001
 
 @pytest.mark.s3
 @pytest.mark.slow
-def test_bucket_notification(tmp_path, s3_server, s3_settings):  # noqa: ANN001
+def test_bucket_notification(tmp_path, s3_server, s3_settings):
     """The real SeaweedFS S3: upload an object, post its S3 event notification (twice) to the
     webhook; the job reads the object from S3, ingests and processes it."""
     from fastapi.testclient import TestClient

@@ -16,7 +16,7 @@ from tests.conftest import make_ctx, make_settings
 from tests.ingest.helpers import jpeg_bytes, make_tar, make_zip, noise_jpeg, png_bytes
 
 
-def _collection(ctx, name: str = "up", visibility: str = "private") -> int:  # noqa: ANN001
+def _collection(ctx, name: str = "up", visibility: str = "private") -> int:
     with ctx.session() as s:
         admin_id = get_admin(s).id
     return resolve_collection(ctx, name, admin_id, visibility)
@@ -94,10 +94,10 @@ def test_upload_size_limit_413_and_bomb(tmp_path: Path):
     from aqualens.api.app import create_app
 
     ctx, token = make_ctx(make_settings(tmp_path / "data", limits={
-        "max_file_bytes": 5000, "max_image_pixels": 40_000}))
+        "max_file_bytes": 20_000, "max_image_pixels": 40_000}))
     cid = _collection(ctx)
-    big = noise_jpeg((200, 200))
-    assert len(big) > 5000
+    big = noise_jpeg((120, 120))
+    assert 20_000 < len(big) < 30_000
     with TestClient(create_app(ctx), headers={"Authorization": f"Bearer {token}"}) as c:
         r = c.post(_url(cid), files=[("files", ("big.jpg", big, "image/jpeg"))])
         assert r.status_code == 413

@@ -29,7 +29,7 @@ def test_upgrade_creates_every_table(any_db_url):
 
 
 def test_migration_matches_the_tables(any_db_url):
-    """The single migration is regenerated from tables.py; a forgotten `make migration` shows here."""
+    """The migration is regenerated from tables.py; a forgotten `make migration` shows here."""
     upgrade(any_db_url)
     with get_engine(any_db_url).connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})

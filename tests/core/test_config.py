@@ -160,8 +160,6 @@ def test_config_file_of_unknown_type(monkeypatch, tmp_path):
     assert info.value.field == "AQUALENS_CONFIG" and ".toml" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="core/config.py lets the TOML/YAML parser error escape "
-                                       "instead of a ConfigError naming AQUALENS_CONFIG")
 @pytest.mark.parametrize(("name", "text"), [("broken.toml", "port = = 1\n"),
                                             ("broken.yaml", "port: [1\n")], ids=["toml", "yaml"])
 def test_unparsable_config_file_names_it(monkeypatch, tmp_path, name, text):

@@ -19,8 +19,8 @@ EXPECTED = [
 
 
 def test_every_error_class_is_mapped():
-    classes = {c for c in vars(E).values()
-               if isinstance(c, type) and issubclass(c, E.AquaLensError) and c is not E.AquaLensError}
+    classes = {c for c in vars(E).values() if isinstance(c, type)
+               and issubclass(c, E.AquaLensError) and c is not E.AquaLensError}
     assert classes == set(STATUS)
     assert {c for c, _ in EXPECTED} == classes
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pytest
@@ -19,12 +19,12 @@ from tests.ingest.helpers import (exif_with, image_folder, jpeg_bytes, make_tar,
                                   png_bytes, write)
 
 
-def _count(ctx, model) -> int:  # noqa: ANN001
+def _count(ctx, model) -> int:
     with ctx.session() as s:
         return s.scalar(select(func.count()).select_from(model))
 
 
-def _admin_id(ctx) -> int:  # noqa: ANN001
+def _admin_id(ctx) -> int:
     from aqualens.catalog.users import get_admin
 
     with ctx.session() as s:
@@ -63,14 +63,14 @@ def test_core_ingest_both_tiers(any_ctx, tmp_path: Path):
     with ctx.session() as s:
         img = s.get(Image, accepted["cam1/img_0000.jpg"].image_id)
         assert (img.station, img.depth, img.lat, img.lon) == ("ST-1", 12.5, 45.0, 7.0)
-        assert img.captured_at.replace(tzinfo=timezone.utc) == datetime(2021, 6, 1,
-                                                                        tzinfo=timezone.utc)
+        assert img.captured_at.replace(tzinfo=UTC) == datetime(2021, 6, 1,
+                                                                        tzinfo=UTC)
         assert img.meta["operator"] == "ann"
         assert "cam1/img_0000.jpg" in img.search_text and "st-1" in img.search_text
         gps = s.get(Image, accepted["gps.jpg"].image_id)
         assert gps.station == "ST-2" and gps.lat == pytest.approx(10.5)
-        assert gps.captured_at.replace(tzinfo=timezone.utc) == datetime(
-            2020, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+        assert gps.captured_at.replace(tzinfo=UTC) == datetime(
+            2020, 2, 3, 4, 5, 6, tzinfo=UTC)
         assert (gps.width, gps.height, gps.format) == (64, 48, "JPEG")
         for row in s.scalars(select(Image)):
             assert ctx.store.exists(row.sha256) and ctx.store.exists(row.thumb_sha256)
@@ -143,10 +143,10 @@ def test_public_flag_and_hooks(ctx, tmp_path: Path):
     owner = _admin_id(ctx)
     seen: list[tuple[int, list[int]]] = []
 
-    def listener(_ctx, collection_id, image_ids):  # noqa: ANN001
+    def listener(_ctx, collection_id, image_ids):
         seen.append((collection_id, image_ids))
 
-    def broken(*_a):  # noqa: ANN002
+    def broken(*_a):
         raise RuntimeError("listener bug")
 
     hooks.add_listener(broken)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pytest
@@ -55,7 +55,7 @@ def test_exif_datetime_gps_camera_depth(tmp_path: Path):
     exif = exif_with(dt="2021:06:01 12:30:45", lat=(43, 25, 30.0), lat_ref="S",
                      lon=(7, 52, 12.0), lon_ref="W", depth=35.5)
     p = probe_path(write(tmp_path / "e.jpg", jpeg_bytes(1, exif=exif)))
-    assert p.captured_at == datetime(2021, 6, 1, 12, 30, 45, tzinfo=timezone.utc)
+    assert p.captured_at == datetime(2021, 6, 1, 12, 30, 45, tzinfo=UTC)
     assert p.lat == pytest.approx(-(43 + 25 / 60 + 30 / 3600), abs=1e-6)
     assert p.lon == pytest.approx(-(7 + 52 / 60 + 12 / 3600), abs=1e-6)
     assert p.depth == pytest.approx(35.5)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, UTC
 from pathlib import Path
 
 import pytest
@@ -25,12 +25,12 @@ def test_default_aliases_and_free_columns(tmp_path: Path):
                        "b.jpg,2021-06-02,-10,-170,,,,\n")
     meta = read_sidecar(p)
     a = meta["a.jpg"]
-    assert a["captured_at"] == datetime(2021, 6, 1, 10, tzinfo=timezone.utc)
+    assert a["captured_at"] == datetime(2021, 6, 1, 10, tzinfo=UTC)
     assert (a["lat"], a["lon"], a["depth"]) == (43.5, 7.25, 12.5)
     assert (a["station"], a["instrument"]) == ("CAM-1", "GoPro")
     assert a["meta"] == {"notes": "cloudy"}
     b = meta["b.jpg"]
-    assert b["captured_at"] == datetime(2021, 6, 2, tzinfo=timezone.utc)
+    assert b["captured_at"] == datetime(2021, 6, 2, tzinfo=UTC)
     assert "depth" not in b and b["meta"] == {}
 
 
@@ -38,7 +38,7 @@ def test_separate_date_and_time_columns_tsv(tmp_path: Path):
     p = _csv(tmp_path, "file\tdate\ttime\tlat\tlon\n"
                        "a.png\t20140420\t420\t18.0\t-24.4\n", "m.tsv")
     assert read_sidecar(p)["a.png"]["captured_at"] == datetime(2014, 4, 20, 0, 4, 20,
-                                                               tzinfo=timezone.utc)
+                                                               tzinfo=UTC)
 
 
 def test_semicolon_csv_and_bom(tmp_path: Path):
@@ -107,7 +107,7 @@ def test_ecotaxa_tsv_as_sidecar(tmp_path: Path):
                        "v1.jpg\t-44.7\t145.5\t20140420\t123456\t600.0\tZooScan\tCopepoda\n",
              "ecotaxa_x.tsv")
     rec = read_sidecar(p)["v1.jpg"]
-    assert rec["captured_at"] == datetime(2014, 4, 20, 12, 34, 56, tzinfo=timezone.utc)
+    assert rec["captured_at"] == datetime(2014, 4, 20, 12, 34, 56, tzinfo=UTC)
     assert (rec["lat"], rec["lon"], rec["depth"], rec["instrument"]) == (-44.7, 145.5, 600.0,
                                                                         "ZooScan")
     assert rec["meta"] == {"object_annotation_category": "Copepoda"}
@@ -133,7 +133,7 @@ def test_json_list_and_mapping_forms(tmp_path: Path):
 
 
 def test_parse_datetime_forms():
-    utc = timezone.utc
+    utc = UTC
     assert parse_datetime("2021:06:01 12:30:45") == datetime(2021, 6, 1, 12, 30, 45, tzinfo=utc)
     assert parse_datetime("2021-06-01T12:30:45Z") == datetime(2021, 6, 1, 12, 30, 45, tzinfo=utc)
     assert parse_datetime("20210601", "12:30") == datetime(2021, 6, 1, 12, 30, tzinfo=utc)

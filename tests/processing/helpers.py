@@ -56,8 +56,8 @@ def admin_id(ctx: Context) -> int:
 
 def wait_state(ctx: Context, job_id: str, states: tuple[str, ...], timeout: float = 60) -> dict:
     """Poll until the job reaches one of ``states``; returns its dict."""
-    from aqualens.processing.jobs import job_to_dict
     from aqualens.catalog.tables import Job
+    from aqualens.processing.jobs import job_to_dict
 
     deadline = time.monotonic() + timeout
     while True:
@@ -70,7 +70,7 @@ def wait_state(ctx: Context, job_id: str, states: tuple[str, ...], timeout: floa
         time.sleep(0.05)
 
 
-def export_brightness_classifier(folder, scale: float = 20.0):  # noqa: ANN001, ANN201
+def export_brightness_classifier(folder, scale: float = 20.0):
     """A tiny torch classifier exported to ONNX: "bright" when mean pixel > 0.5 (x ``scale``
     sharpness; a small scale makes a second, softer "version")."""
     from pathlib import Path
@@ -78,7 +78,7 @@ def export_brightness_classifier(folder, scale: float = 20.0):  # noqa: ANN001, 
     import torch
 
     class Net(torch.nn.Module):
-        def forward(self, x):  # noqa: ANN001, ANN202
+        def forward(self, x):
             m = x.mean(dim=(1, 2, 3)).unsqueeze(1) - 0.5
             return torch.cat([-scale * m, scale * m], dim=1)
 
@@ -90,7 +90,7 @@ def export_brightness_classifier(folder, scale: float = 20.0):  # noqa: ANN001, 
     return path
 
 
-def register_brightness_model(ctx, folder, version: str = "1.0.0", scale: float = 20.0,  # noqa: ANN001
+def register_brightness_model(ctx, folder, version: str = "1.0.0", scale: float = 20.0,
                               threshold_shift: float = 0.0) -> int:
     """Register the brightness classifier as ``bright@version``; returns its model id."""
     from aqualens.models.base import ModelInfo

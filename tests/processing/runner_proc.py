@@ -15,7 +15,7 @@ class SlowPredictKind(PredictKind):
 
     batch_size = 2
 
-    def process_batch(self, ctx, job_id, params, image_ids):  # noqa: ANN001, ANN201
+    def process_batch(self, ctx, job_id, params, image_ids):
         time.sleep(0.05)
         return super().process_batch(ctx, job_id, params, image_ids)
 

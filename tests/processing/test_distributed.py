@@ -34,7 +34,7 @@ def _spawn(args: list[str], env: dict | None = None) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _exactly_once(ctx, job_id: str, n: int) -> None:  # noqa: ANN001
+def _exactly_once(ctx, job_id: str, n: int) -> None:
     with ctx.session() as s:
         assert s.scalar(select(func.count()).select_from(JobResult)
                         .where(JobResult.job_id == job_id)) == n
@@ -45,7 +45,7 @@ def _exactly_once(ctx, job_id: str, n: int) -> None:  # noqa: ANN001
 
 
 @pytest.mark.slow
-def test_sigkill_runner_mid_job_then_resume(ctx, tmp_path):  # noqa: ANN001
+def test_sigkill_runner_mid_job_then_resume(ctx, tmp_path):
     from .runner_proc import register
 
     register()
@@ -89,7 +89,7 @@ def test_sigkill_runner_mid_job_then_resume(ctx, tmp_path):  # noqa: ANN001
 
 
 @pytest.mark.slow
-def test_separate_scheduler_and_two_workers(tmp_path):  # noqa: ANN001
+def test_separate_scheduler_and_two_workers(tmp_path):
     """``dask scheduler`` + ``aqualens worker`` + ``dask worker`` as processes; the runner in
     this process sends batches through them."""
     from aqualens.catalog.db import dispose_engines

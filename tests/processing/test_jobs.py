@@ -11,7 +11,7 @@ from aqualens.processing import jobs
 from .helpers import add_images, admin_id
 
 
-def _job(ctx, **params):  # noqa: ANN001, ANN202
+def _job(ctx, **params):
     with ctx.session() as s:
         return jobs.create_job(s, "image-stats", params or {"collection": "cam1"},
                                admin_id(ctx)).id
@@ -22,7 +22,7 @@ def _job(ctx, **params):  # noqa: ANN001, ANN202
     ["cancelled"], ["running", "queued", "running", "succeeded"],
     ["running", "failed", "queued"], ["running", "cancelled", "queued"],
 ])
-def test_valid_transitions(ctx, path):  # noqa: ANN001
+def test_valid_transitions(ctx, path):
     job_id = _job(ctx)
     with ctx.session() as s:
         for state in path:
@@ -42,7 +42,7 @@ def test_valid_transitions(ctx, path):  # noqa: ANN001
     (["running", "succeeded"], "failed"), (["cancelled"], "running"),
     (["running", "failed"], "succeeded"),
 ])
-def test_invalid_transitions(ctx, path, bad):  # noqa: ANN001
+def test_invalid_transitions(ctx, path, bad):
     job_id = _job(ctx)
     with ctx.session() as s:
         for state in path:
@@ -53,7 +53,7 @@ def test_invalid_transitions(ctx, path, bad):  # noqa: ANN001
         assert err.value.field == "state"
 
 
-def test_unknown_state_kind_and_params(ctx):  # noqa: ANN001
+def test_unknown_state_kind_and_params(ctx):
     job_id = _job(ctx)
     with ctx.session() as s:
         with pytest.raises(ValidationError, match="unknown job state 'done'"):
@@ -67,7 +67,7 @@ def test_unknown_state_kind_and_params(ctx):  # noqa: ANN001
             jobs.set_state(s, "no-such-job", "running")
 
 
-def test_results_are_idempotent_and_counted_once(ctx):  # noqa: ANN001
+def test_results_are_idempotent_and_counted_once(ctx):
     _, ids = add_images(ctx, [10, 20, 30])
     job_id = _job(ctx)
     with ctx.session() as s:
@@ -83,7 +83,7 @@ def test_results_are_idempotent_and_counted_once(ctx):  # noqa: ANN001
         assert [(r.image_id, r.error) for r in failed] == [(ids[1], "bad pixels")]
 
 
-def test_cancel_and_logs(ctx):  # noqa: ANN001
+def test_cancel_and_logs(ctx):
     queued = _job(ctx)
     running = _job(ctx)
     with ctx.session() as s:
@@ -112,7 +112,7 @@ def test_cancel_and_logs(ctx):  # noqa: ANN001
             jobs.request_cancel(s, running, other)
 
 
-def test_list_jobs_filters(ctx):  # noqa: ANN001
+def test_list_jobs_filters(ctx):
     a, b = _job(ctx), _job(ctx)
     with ctx.session() as s:
         admin = s.get(User, admin_id(ctx))

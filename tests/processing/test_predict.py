@@ -13,13 +13,13 @@ from .helpers import add_images, admin_id, register_brightness_model, wait_state
 
 
 @pytest.fixture
-def runner(ctx):  # noqa: ANN001, ANN201
+def runner(ctx):
     r = Runner(ctx, poll_s=0.05, heartbeat_s=0.2).start()
     yield r
     r.stop()
 
 
-def test_predict_job_and_versions_side_by_side(ctx, runner, tmp_path):  # noqa: ANN001
+def test_predict_job_and_versions_side_by_side(ctx, runner, tmp_path):
     _, ids = add_images(ctx, [10, 60, 100, 140, 200, 250], missing_blob=(5,))
     m1 = register_brightness_model(ctx, tmp_path, "1.0.0")
     # v2 sees images brighter (mean shifted): 100 (0.39) flips to bright
@@ -60,7 +60,7 @@ def test_predict_job_and_versions_side_by_side(ctx, runner, tmp_path):  # noqa: 
     assert per["dark"]["delta"] == -1
 
 
-def test_predict_params_are_checked(ctx, tmp_path):  # noqa: ANN001
+def test_predict_params_are_checked(ctx, tmp_path):
     register_brightness_model(ctx, tmp_path)
     with ctx.session() as s:
         owner = admin_id(ctx)

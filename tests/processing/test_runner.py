@@ -18,10 +18,10 @@ from .helpers import add_images, admin_id, wait_state
 
 
 @pytest.fixture
-def runner_for(ctx):  # noqa: ANN001, ANN201
+def runner_for(ctx):
     made = []
 
-    def make(**kw):  # noqa: ANN003, ANN202
+    def make(**kw):
         r = Runner(ctx, poll_s=0.05, heartbeat_s=0.2, retry_backoff_s=0.05, **kw)
         made.append(r)
         return r.start()
@@ -31,7 +31,7 @@ def runner_for(ctx):  # noqa: ANN001, ANN201
         r.stop()
 
 
-def test_stats_job_with_per_image_failure(ctx, runner_for):  # noqa: ANN001
+def test_stats_job_with_per_image_failure(ctx, runner_for):
     _, ids = add_images(ctx, [0, 50, 100, 150, 200, 250, 255], missing_blob=(3,))
     with ctx.session() as s:
         job_id = jobs.create_job(s, "image-stats", {"collection": "cam1", "batch_size": 2},
@@ -58,7 +58,7 @@ class SlowKind(BatchJobKind):
     batch_size = 1
     gate = threading.Event()
 
-    def process_batch(self, ctx, job_id, params, image_ids):  # noqa: ANN001, ANN201
+    def process_batch(self, ctx, job_id, params, image_ids):
         self.gate.wait(10)
         return [{"image_id": i, "ok": True} for i in image_ids]
 
@@ -68,7 +68,7 @@ class FlakyKind(BatchJobKind):
 
     batch_size = 2
 
-    def process_batch(self, ctx, job_id, params, image_ids):  # noqa: ANN001, ANN201
+    def process_batch(self, ctx, job_id, params, image_ids):
         marker = Path(params["dir"]) / f"{image_ids[0]}"
         n = int(marker.read_text()) if marker.exists() else 0
         marker.write_text(str(n + 1))
@@ -78,12 +78,12 @@ class FlakyKind(BatchJobKind):
 
 
 class BrokenKind(BatchJobKind):
-    def process_batch(self, ctx, job_id, params, image_ids):  # noqa: ANN001, ANN201
+    def process_batch(self, ctx, job_id, params, image_ids):
         raise RuntimeError("model file is corrupt")
 
 
 @pytest.fixture
-def test_kinds():  # noqa: ANN201
+def test_kinds():
     reg = get_registry()
     for name, cls in (("slow", SlowKind), ("flaky", FlakyKind), ("broken", BrokenKind)):
         reg.register(jobs.JOB_GROUP, name, cls)
@@ -92,7 +92,7 @@ def test_kinds():  # noqa: ANN201
         reg.unregister(jobs.JOB_GROUP, name)
 
 
-def test_cancel_between_batches(ctx, runner_for, test_kinds):  # noqa: ANN001
+def test_cancel_between_batches(ctx, runner_for, test_kinds):
     add_images(ctx, list(range(0, 60, 10)))
     SlowKind.gate.clear()
     with ctx.session() as s:
@@ -108,7 +108,7 @@ def test_cancel_between_batches(ctx, runner_for, test_kinds):  # noqa: ANN001
     assert job["finished_at"] is not None
 
 
-def test_transient_errors_are_retried(ctx, runner_for, test_kinds, tmp_path,  # noqa: ANN001
+def test_transient_errors_are_retried(ctx, runner_for, test_kinds, tmp_path,
                                       monkeypatch):
     monkeypatch.setattr("aqualens.processing.tasks.BACKOFF_S", 0.01)
     add_images(ctx, [1, 2, 3, 4])
@@ -122,7 +122,7 @@ def test_transient_errors_are_retried(ctx, runner_for, test_kinds, tmp_path,  # 
         assert {r.payload["tries"] for r in jobs.job_results(s, job_id)} == {3}
 
 
-def test_job_level_error_fails_job(ctx, runner_for, test_kinds, tmp_path,  # noqa: ANN001
+def test_job_level_error_fails_job(ctx, runner_for, test_kinds, tmp_path,
                                    monkeypatch):
     monkeypatch.setattr("aqualens.processing.tasks.BACKOFF_S", 0.01)
     add_images(ctx, [1, 2])
@@ -141,7 +141,7 @@ def test_job_level_error_fails_job(ctx, runner_for, test_kinds, tmp_path,  # noq
     assert job["state"] == "failed" and "no collection 'nope'" in job["error"]
 
 
-def test_stale_running_job_is_resumed(ctx, runner_for):  # noqa: ANN001
+def test_stale_running_job_is_resumed(ctx, runner_for):
     _, ids = add_images(ctx, [5, 6, 7])
     with ctx.session() as s:
         job_id = jobs.create_job(s, "image-stats", {"collection": "cam1"}, admin_id(ctx)).id
@@ -158,3 +158,44 @@ def test_stale_running_job_is_resumed(ctx, runner_for):  # noqa: ANN001
         assert s.query(JobResult).filter_by(job_id=job_id).count() == 3
         first = s.query(JobResult).filter_by(job_id=job_id, image_id=ids[0]).one()
         assert first.payload == {"x": 1}  # untouched by the resumed run
+
+
+def counting_kind(settings, job_id):
+    """A function kind (the training shape): reports progress itself, returns outputs."""
+    from aqualens.catalog.context import Context
+    from aqualens.processing.kinds import JobCancelled
+
+    ctx = Context(settings)
+    for epoch in range(3):
+        with ctx.session() as s:
+            if jobs.is_cancel_requested(s, job_id):
+                raise JobCancelled("stopped at epoch boundary")
+            jobs.add_progress(s, job_id, done=1)
+            jobs.log(s, job_id, f"epoch {epoch}")
+    return {"epochs": 3}
+
+
+def failing_kind(settings, job_id):
+    raise ValueError("no labelled images")
+
+
+def test_function_kinds(ctx, runner_for):
+    reg = get_registry()
+    reg.register(jobs.JOB_GROUP, "count", counting_kind)
+    reg.register(jobs.JOB_GROUP, "fail", failing_kind)
+    try:
+        with ctx.session() as s:
+            ok = jobs.create_job(s, "count", {}, admin_id(ctx), total=3).id
+            bad = jobs.create_job(s, "fail", {}, admin_id(ctx)).id
+            cancelled = jobs.create_job(s, "count", {}, admin_id(ctx)).id
+            s.get(jobs.Job, cancelled).cancel_requested = True  # asked before it ran
+        runner_for()
+        job = wait_state(ctx, ok, ("succeeded", "failed"))
+        assert job["state"] == "succeeded" and job["outputs"] == {"epochs": 3} and job["done"] == 3
+        job = wait_state(ctx, bad, ("succeeded", "failed"))
+        assert job["state"] == "failed" and "no labelled images" in job["error"]
+        assert wait_state(ctx, cancelled, ("succeeded", "failed", "cancelled"))["state"] \
+            == "cancelled"
+    finally:
+        reg.unregister(jobs.JOB_GROUP, "count")
+        reg.unregister(jobs.JOB_GROUP, "fail")

@@ -47,7 +47,8 @@ def test_open_store_from_settings(tmp_path):
     assert isinstance(s, LocalBlobStore)
     assert s.root == (tmp_path / "inst" / "blobs").resolve()
     assert open_store(settings) is s  # cached per URL
-    other = open_store(load_settings(data_dir=tmp_path / "x", storage_url=(tmp_path / "y").as_uri()))
+    other = open_store(load_settings(data_dir=tmp_path / "x",
+                                     storage_url=(tmp_path / "y").as_uri()))
     assert other.root == tmp_path / "y"
     forget_stores()
 

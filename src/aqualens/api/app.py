@@ -26,6 +26,7 @@ ROUTERS = [
     "aqualens.api.routes.models",
     "aqualens.api.routes.identify",
     "aqualens.api.routes.deepaas_v2",
+    "aqualens.api.routes.training",
 ]
 
 

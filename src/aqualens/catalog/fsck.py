@@ -257,7 +257,8 @@ def fsck(ctx: Context, *, repair: bool = False, progress: Progress | None = None
                 held = tiers.get(sha)
                 if not held:
                     report.problems.append(Problem(
-                        "missing", f"{table} row {row_id}: {column} sha256:{sha} is not in the store",
+                        "missing",
+                        f"{table} row {row_id}: {column} sha256:{sha} is not in the store",
                         sha256=sha, table=table, row_id=row_id, column=column))
                 elif table == "images" and column == "sha256":
                     want = image_tiers.get(row_id)

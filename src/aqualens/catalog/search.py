@@ -148,7 +148,7 @@ class ImageQuery(BaseModel):
             loc = [str(p) for p in err.get("loc", ()) if not str(p).isdigit()]
             name = loc[0] if loc else _guess_field(err.get("msg", ""))
             msg = err.get("msg", "invalid").removeprefix("Value error, ")
-            raise ValidationError(f"{name}: {msg}", field=name,
+            raise ValidationError(msg if msg.startswith(name) else f"{name}: {msg}", field=name,
                                   details=[{"field": ".".join(map(str, e.get("loc", ()))),
                                             "message": e.get("msg")} for e in exc.errors()]
                                   ) from None

@@ -40,9 +40,9 @@ def default_demo_dir() -> Path:
     return Path(aqualens.__file__).resolve().parents[2] / "demo"
 
 
-def run_ingest(ctx, paths: list[Path], *, collection: str, owner_id: int,  # noqa: ANN001
+def run_ingest(ctx, paths: list[Path], *, collection: str, owner_id: int,
                metadata: Path | None, mapping: dict[str, str], visibility: str,
-               workers: int | None = None):  # noqa: ANN201
+               workers: int | None = None):
     """Run :func:`ingest_paths` behind a rich progress bar; returns the report."""
     from aqualens.ingest.pipeline import ingest_paths
 
@@ -57,7 +57,7 @@ def run_ingest(ctx, paths: list[Path], *, collection: str, owner_id: int,  # noq
     return report
 
 
-def print_summary(report, show_unmatched: bool = True) -> None:  # noqa: ANN001
+def print_summary(report, show_unmatched: bool = True) -> None:
     """Counts, then the rejected files with their reasons."""
     s = report.summary()
     console.print(f"[bold]{report.collection}[/] (id {report.collection_id}): "
@@ -76,7 +76,7 @@ def print_summary(report, show_unmatched: bool = True) -> None:  # noqa: ANN001
                           "(write them all with --report FILE.json)")
 
 
-def exit_code(report) -> int:  # noqa: ANN001
+def exit_code(report) -> int:
     """0 all in, 2 partly in, 1 nothing in."""
     if not report.accepted:
         return EXIT_NOTHING

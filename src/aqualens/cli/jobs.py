@@ -6,31 +6,44 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from aqualens.cli.common import (cli_user, console, context, emit, err_console, handle_errors,
-                                 write_json)
+from aqualens.cli.common import (
+    cli_user,
+    console,
+    context,
+    emit,
+    err_console,
+    handle_errors,
+    write_json,
+)
 
 jobs_app = typer.Typer(help="Follow and control jobs (batch predict, training, services).",
                        no_args_is_help=True)
 COLUMNS = ["id", "kind", "state", "done", "failed", "total", "attempts", "created_at", "error"]
 
 
-def _job_dict(ctx, job_id: str, user) -> dict:  # noqa: ANN001
+def _job_dict(ctx, job_id: str, user) -> dict:
     from aqualens.processing import jobs
 
     with ctx.session() as s:
         return jobs.job_to_dict(jobs.get_job(s, job_id, user))
 
 
-def wait_for_job(ctx, job_id: str, user, *, run: bool = False, quiet: bool = False,  # noqa: ANN001
+def wait_for_job(ctx, job_id: str, user, *, run: bool = False, quiet: bool = False,
                  poll_s: float = 0.25, timeout: float | None = None) -> dict:
     """Wait for a job with a progress bar (done/total, rate, ETA); with ``run``, execute it in
     this process when no other runner claims it first (the embedded tier). Returns the job."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
-                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from aqualens.processing.jobs import TERMINAL
 
@@ -81,10 +94,10 @@ def report_end(job: dict) -> None:
 
 @jobs_app.command("list")
 @handle_errors
-def list_cmd(state: Optional[str] = typer.Option(None, help="queued|running|succeeded|failed|cancelled"),
-             kind: Optional[str] = typer.Option(None, help="e.g. predict, image-stats"),
+def list_cmd(state: str | None = typer.Option(None, help="queued|running|succeeded|failed|cancelled"),
+             kind: str | None = typer.Option(None, help="e.g. predict, image-stats"),
              limit: int = typer.Option(50), fmt: str = typer.Option("table", "--format"),
-             user: Optional[str] = typer.Option(None, "--user")) -> None:
+             user: str | None = typer.Option(None, "--user")) -> None:
     """List jobs, newest first."""
     from aqualens.processing import jobs
 
@@ -99,7 +112,7 @@ def list_cmd(state: Optional[str] = typer.Option(None, help="queued|running|succ
 @jobs_app.command("show")
 @handle_errors
 def show_cmd(job_id: str, fmt: str = typer.Option("json", "--format"),
-             user: Optional[str] = typer.Option(None, "--user")) -> None:
+             user: str | None = typer.Option(None, "--user")) -> None:
     """Show one job: state, progress, rate, ETA, outputs, timings."""
     ctx = context()
     job = _job_dict(ctx, job_id, cli_user(ctx, user))
@@ -111,7 +124,7 @@ def show_cmd(job_id: str, fmt: str = typer.Option("json", "--format"),
 
 @jobs_app.command("cancel")
 @handle_errors
-def cancel_cmd(job_id: str, user: Optional[str] = typer.Option(None, "--user")) -> None:
+def cancel_cmd(job_id: str, user: str | None = typer.Option(None, "--user")) -> None:
     """Cancel a queued job now, a running one at its next batch boundary."""
     from aqualens.processing import jobs
 
@@ -126,7 +139,7 @@ def cancel_cmd(job_id: str, user: Optional[str] = typer.Option(None, "--user")) 
 @jobs_app.command("retry")
 @handle_errors
 def retry_cmd(job_id: str, wait: bool = typer.Option(True, help="wait and run it here"),
-              user: Optional[str] = typer.Option(None, "--user")) -> None:
+              user: str | None = typer.Option(None, "--user")) -> None:
     """Re-queue a failed or cancelled job; finished images are not done again."""
     from aqualens.processing import jobs
 
@@ -145,7 +158,7 @@ def retry_cmd(job_id: str, wait: bool = typer.Option(True, help="wait and run it
 @jobs_app.command("logs")
 @handle_errors
 def logs_cmd(job_id: str, follow: bool = typer.Option(False, "--follow", "-f"),
-             user: Optional[str] = typer.Option(None, "--user")) -> None:
+             user: str | None = typer.Option(None, "--user")) -> None:
     """Print the job's log lines (``-f`` follows until the job ends)."""
     from aqualens.processing import jobs
 
@@ -168,8 +181,8 @@ def logs_cmd(job_id: str, follow: bool = typer.Option(False, "--follow", "-f"),
 @handle_errors
 def wait_cmd(job_id: str,
              run: bool = typer.Option(False, help="execute it in this process if no runner does"),
-             timeout: Optional[float] = typer.Option(None, help="give up after N seconds"),
-             user: Optional[str] = typer.Option(None, "--user")) -> None:
+             timeout: float | None = typer.Option(None, help="give up after N seconds"),
+             user: str | None = typer.Option(None, "--user")) -> None:
     """Wait for a job with a progress bar (done/total, rate, ETA); exit 1 unless it succeeds."""
     ctx = context()
     u = cli_user(ctx, user)
@@ -183,10 +196,10 @@ def register(app: typer.Typer) -> None:
     @app.command("compare")
     @handle_errors
     def compare_cmd(job: list[str] = typer.Option(..., "--job", help="give twice: A then B"),
-                    plot: Optional[Path] = typer.Option(None, help="write a PNG bar chart"),
-                    out: Optional[Path] = typer.Option(None, help="write the full report JSON"),
+                    plot: Path | None = typer.Option(None, help="write a PNG bar chart"),
+                    out: Path | None = typer.Option(None, help="write the full report JSON"),
                     fmt: str = typer.Option("table", "--format"),
-                    user: Optional[str] = typer.Option(None, "--user")) -> None:
+                    user: str | None = typer.Option(None, "--user")) -> None:
         """Compare two prediction jobs: agreement, changed labels, count change per class."""
         from aqualens.processing.compare import compare_jobs, compare_plot
 
@@ -239,10 +252,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("worker")
     @handle_errors
-    def worker_cmd(address: Optional[str] = typer.Argument(
+    def worker_cmd(address: str | None = typer.Argument(
                        None, help="scheduler, e.g. tcp://10.0.0.5:8786 (default AQUALENS_DASK__ADDRESS)"),
                    nthreads: int = typer.Option(1, help="threads in this worker"),
-                   name: Optional[str] = typer.Option(None)) -> None:
+                   name: str | None = typer.Option(None)) -> None:
         """Start a Dask worker that joins a scheduler and runs AquaLens tasks."""
         from aqualens.core.errors import ConfigError
         from aqualens.processing.cluster import run_worker

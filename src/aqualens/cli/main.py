@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "aqualens.cli.interchange",
     "aqualens.cli.maintenance",
     "aqualens.cli.jobs",
+    "aqualens.cli.services",
     "aqualens.cli.models",
     "aqualens.cli.training",
 ]

@@ -142,9 +142,15 @@ def load_settings(**overrides: Any) -> Settings:
 
     Raises :class:`ConfigError` naming the first invalid setting as its env variable.
     """
+    import yaml
+
     try:
         return Settings(**overrides)
-    except ValidationError as exc:
+    except (ValueError, OSError, yaml.YAMLError) as exc:
+        if not isinstance(exc, ValidationError):
+            # The TOML/YAML parser's own error: name the file, not a Python traceback.
+            raise ConfigError(f"config file cannot be read: {exc}", field="AQUALENS_CONFIG",
+                              valid="a TOML or YAML mapping of settings") from None
         problems = []
         for err in exc.errors():
             name = "AQUALENS_" + "__".join(str(p).upper() for p in err["loc"])

@@ -44,5 +44,5 @@ def fire(ctx: Any, collection_id: int, image_ids: list[int]) -> None:
     for fn in listeners:
         try:
             fn(ctx, collection_id, list(image_ids))
-        except Exception:  # noqa: BLE001 - a listener must not break an ingest
+        except Exception:
             log.exception("ingest listener %r failed for collection %s", fn, collection_id)

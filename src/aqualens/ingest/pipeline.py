@@ -76,7 +76,7 @@ def _store_one(ctx: Context, source: Source, max_pixels: int, thumb_size: int) -
             probe, data = probe_source(source, max_pixels=max_pixels, thumb_size=thumb_size)
         except Rejected:
             raise
-        except Exception as exc:  # noqa: BLE001 - decoders raise many types on crafted files
+        except Exception as exc:
             raise Rejected(f"damaged image ({type(exc).__name__}: {exc})", R.TRUNCATED) from None
         store = ctx.store
         put_stream = getattr(store, "put_stream", None)

@@ -14,7 +14,7 @@ import io
 import math
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, UTC
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def parse_exif_datetime(text: Any, offset: Any = None) -> datetime | None:
         dt = datetime.strptime(text.strip().rstrip("\x00")[:19], "%Y:%m:%d %H:%M:%S")
     except ValueError:
         return None
-    tz = timezone.utc
+    tz = UTC
     if isinstance(offset, str) and len(offset.strip()) >= 6:
         try:
             sign = -1 if offset.strip()[0] == "-" else 1
@@ -124,7 +124,7 @@ def read_exif(img: Image.Image, probe: Probe) -> None:
     """Fill capture time, GPS position, GPS depth and camera from EXIF, when present."""
     try:
         exif = img.getexif()
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not reject a good image
+    except Exception:
         return
     if not exif:
         return

@@ -16,7 +16,7 @@ import csv
 import io
 import json
 import math
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, UTC
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -103,7 +103,7 @@ def parse_datetime(value: Any, time_value: Any = None) -> datetime | None:
     if time_value is not None and str(time_value).strip() and dt.time() == time():
         dt = datetime.combine(dt.date(), _parse_time(str(time_value).strip()), dt.tzinfo)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt
 
 

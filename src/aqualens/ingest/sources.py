@@ -104,7 +104,7 @@ def too_large(name: str, size: int, limit: int) -> R.Rejection:
                              "(setting AQUALENS_LIMITS__MAX_FILE_BYTES)", R.TOO_LARGE)
 
 
-def _read_member(name: str, fh, size_hint: int, limit: int, tmp_dir: Path | None,  # noqa: ANN001
+def _read_member(name: str, fh, size_hint: int, limit: int, tmp_dir: Path | None,
                  url: str | None, label: str) -> Source | R.Rejection:
     """Read one member stream, never more than ``limit`` + 1 bytes (sizes in headers can lie)."""
     if size_hint <= MEMORY_LIMIT:
@@ -117,7 +117,7 @@ def _read_member(name: str, fh, size_hint: int, limit: int, tmp_dir: Path | None
     return _spool(name, b"", fh, limit, tmp_dir, url, label)
 
 
-def _spool(name: str, head: bytes, fh, limit: int, tmp_dir: Path | None,  # noqa: ANN001
+def _spool(name: str, head: bytes, fh, limit: int, tmp_dir: Path | None,
            url: str | None, label: str) -> Source | R.Rejection:
     fd, tmp = tempfile.mkstemp(prefix="aqualens-member-", dir=tmp_dir)
     total = len(head)
@@ -169,7 +169,7 @@ def iter_zip(path: Path, label: str, limit: int, tmp_dir: Path | None) -> Iterat
                 with zf.open(info) as fh:
                     item = _read_member(name, fh, info.file_size, limit, tmp_dir,
                                         f"{path.resolve().as_uri()}#{name}", label)
-            except Exception as exc:  # noqa: BLE001 - BadZipFile, zlib.error, OSError, EOFError
+            except Exception as exc:
                 item = R.Rejection(f"{label}:{name}", f"corrupt archive member: {exc}",
                                    R.BAD_ARCHIVE)
             yield item

@@ -11,6 +11,7 @@ import json
 import tempfile
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -161,6 +162,64 @@ def get_model(session: Session, ref: int | str, user: User | None) -> Model:
     return row
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """The few columns of a Model row the predict path needs (detached, immutable)."""
+
+    id: int
+    name: str
+    version: str
+    task: str
+    runtime: str
+    artefact_sha256: str
+    owner_id: int
+    visibility: str
+
+
+_REF_COLUMNS = (Model.id, Model.name, Model.version, Model.task, Model.runtime,
+                Model.artefact_sha256, Model.owner_id, Model.visibility)
+_db_urls: dict[tuple, str] = {}
+
+
+def db_url_of(ctx: Context) -> str:
+    """``ctx.db_url``, memoised per (database_url, data_dir): deriving it resolves a path on
+    every call, which the per-request path does not need to repeat."""
+    s = ctx.settings
+    key = (s.database_url, s.data_dir)
+    url = _db_urls.get(key)
+    if url is None:
+        url = _db_urls[key] = ctx.db_url
+    return url
+
+
+def resolve_model(ctx: Context, ref: int | str | ModelRef, user: User | None) -> ModelRef:
+    """What :func:`get_model` finds (same rules, same errors), as a :class:`ModelRef`, with one
+    light read on a pooled connection instead of an ORM session and transaction.
+
+    The permission check is made against the row as it is now (another process may have changed
+    its visibility), so nothing here is cached; the heavy parts (ModelInfo, runtime) are cached
+    by :func:`runtime_for` under the immutable artefact sha256.
+    """
+    from aqualens.catalog.db import get_engine
+
+    if isinstance(ref, ModelRef):
+        ref = ref.id
+    query = select(*_REF_COLUMNS).where(visible(Model, user))
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        query = query.where(Model.id == int(ref))
+    else:
+        name, _, version = str(ref).partition("@")
+        query = query.where(Model.name == name)
+        if version:
+            query = query.where(Model.version == version)
+    with get_engine(db_url_of(ctx)).connect() as conn:
+        rows = [ModelRef(*r) for r in conn.execute(query)]
+    if not rows:
+        raise NotFound(f"no model {ref!r}", field="model",
+                       valid="a model id, name or name@version from 'aqualens models list'")
+    return max(rows, key=lambda m: semver_key(m.version))
+
+
 def list_models(session: Session, user: User | None, *, task: str | None = None,
                 name: str | None = None, text: str | None = None, latest_only: bool = False,
                 limit: int = 200, offset: int = 0) -> list[Model]:
@@ -208,6 +267,16 @@ def update_model(session: Session, ref: int | str, user: User | None, **changes:
                 raise ValidationError(f"{key} must be text", field=key)
             setattr(model, key, value if key == "licence" else (value or ""))
     session.flush()
+    # Warm runtimes of this model carry its ModelInfo: give them the new descriptive fields
+    # (nothing a runtime computes with can change without a new version).
+    from aqualens.catalog.db import normalise_url
+
+    url = session.get_bind().url.render_as_string(hide_password=False)
+    info = model_info(model)
+    with _lock:
+        for key, runtime in _cache.items():
+            if key[1:3] == (model.id, model.artefact_sha256) and normalise_url(key[0]) == url:
+                runtime.info = info
     return model
 
 
@@ -254,7 +323,6 @@ def model_dict(model: Model, *, owner_name: str | None = None) -> dict[str, Any]
 # ---- warm runtimes -------------------------------------------------------------------------
 
 _cache: OrderedDict[tuple, ModelRuntime] = OrderedDict()
-_by_model: dict[int, tuple] = {}
 _lock = threading.Lock()
 _loading: dict[tuple, threading.Lock] = {}
 
@@ -288,27 +356,47 @@ def load_runtime(ctx: Context, model_id: int, device: str = "auto") -> ModelRunt
 
     No permission check: callers check that the user may read the model first.
     """
-    with ctx.session() as s:
-        model = s.get(Model, int(model_id))
-        if model is None:
-            raise NotFound(f"no model {model_id}", field="model")
-        info, sha = model_info(model), model.artefact_sha256
-    key = (ctx.db_url, int(model_id), sha, device)
+    from aqualens.catalog.db import get_engine
+
+    with get_engine(db_url_of(ctx)).connect() as conn:
+        sha = conn.scalar(select(Model.artefact_sha256).where(Model.id == int(model_id)))
+    if sha is None:
+        raise NotFound(f"no model {model_id}", field="model")
+    return _warm(ctx, int(model_id), sha, device)
+
+
+def runtime_for(ctx: Context, model: ModelRef | Model, device: str = "auto") -> ModelRuntime:
+    """The warm runtime of a model row already read (by :func:`resolve_model` or
+    :func:`get_model`): no catalogue access at all once the runtime is warm.
+
+    The cache key holds the artefact sha256, the model's immutable PID, so a cached runtime can
+    never serve another artefact; the ModelInfo it carries was read with it.
+    """
+    return _warm(ctx, int(model.id), model.artefact_sha256, device)
+
+
+def _warm(ctx: Context, model_id: int, sha: str, device: str) -> ModelRuntime:
+    key = (db_url_of(ctx), model_id, sha, device)
     with _lock:
-        if key in _cache:
+        runtime = _cache.get(key)
+        if runtime is not None:
             _cache.move_to_end(key)
-            return _cache[key]
+            return runtime
         load_lock = _loading.setdefault(key, threading.Lock())
     with load_lock:  # one load per model even when many requests arrive at once
         with _lock:
             if key in _cache:
                 return _cache[key]
+        with ctx.session() as s:
+            model = s.get(Model, model_id)
+            if model is None or model.artefact_sha256 != sha:
+                raise NotFound(f"no model {model_id}", field="model")
+            info = model_info(model)
         cls = runtime_class(info.runtime)
         suffix = (cls.suffixes or (".bin",))[0]
         runtime = cls.load(_artefact_path(ctx, sha, suffix), info, device=device)
         with _lock:
             _cache[key] = runtime
-            _by_model[int(model_id)] = key
             while len(_cache) > CACHE_SIZE:
                 _, old = _cache.popitem(last=False)
                 old.close()

@@ -25,7 +25,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -200,9 +200,8 @@ def stale_jobs(session: Session, max_age_s: float, runner_id: str | None = None)
             continue
         beat = job.heartbeat_at
         if beat is not None and beat.tzinfo is None:  # SQLite returns naive UTC
-            from datetime import timezone
 
-            beat = beat.replace(tzinfo=timezone.utc)
+            beat = beat.replace(tzinfo=UTC)
         if beat is None or beat < cutoff or _dead_local_runner(job.runner_id, host):
             out.append(job)
     return out
@@ -392,8 +391,29 @@ def job_to_dict(job: Job) -> dict[str, Any]:
             "elapsed_s": elapsed, "rate_per_s": rate, "eta_s": eta}
 
 
-__all__ = ["TERMINAL", "TRANSITIONS", "create_job", "get_job", "list_jobs", "set_state",
-           "claim_job", "heartbeat", "requeue", "stale_jobs", "add_progress", "set_total", "log",
-           "get_logs", "request_cancel", "is_cancel_requested", "done_image_ids",
-           "insert_results", "record_results", "job_results", "count_results", "job_to_dict", "runner_identity",
-           "check_kind"]
+__all__ = [
+    "TERMINAL",
+    "TRANSITIONS",
+    "add_progress",
+    "check_kind",
+    "claim_job",
+    "count_results",
+    "create_job",
+    "done_image_ids",
+    "get_job",
+    "get_logs",
+    "heartbeat",
+    "insert_results",
+    "is_cancel_requested",
+    "job_results",
+    "job_to_dict",
+    "list_jobs",
+    "log",
+    "record_results",
+    "request_cancel",
+    "requeue",
+    "runner_identity",
+    "set_state",
+    "set_total",
+    "stale_jobs",
+]

@@ -26,7 +26,7 @@ from aqualens.processing.kinds import BatchJobKind
 from aqualens.processing.stats import image_shas
 
 
-def load_pixels(ctx, sha: str) -> Any:  # noqa: ANN001 - Context; returns np.ndarray
+def load_pixels(ctx, sha: str) -> Any:
     """Decode a stored image with OpenCV (the models' decoder; Pillow for other formats)."""
     from aqualens.models.preprocess import decode_image
 
@@ -120,7 +120,7 @@ def write_annotations(session: Session, *, job_id: str | None, model_id: int, ow
     return len(rows)
 
 
-def predict_batch(ctx, model_id: int, image_ids: list[int], *, top_k: int = 5,  # noqa: ANN001
+def predict_batch(ctx, model_id: int, image_ids: list[int], *, top_k: int = 5,
                   threshold: float = 0.0) -> list[dict[str, Any]]:
     """Decode and predict a batch with the warm runtime; one result dict per image."""
     from aqualens.models.registry import load_runtime
@@ -154,7 +154,7 @@ class PredictKind(BatchJobKind):
     def validate(self, session: Session, params: dict, owner_id: int) -> dict:
         return check_predict_params(session, params, owner_id)
 
-    def process_batch(self, ctx, job_id: str, params: dict,  # noqa: ANN001
+    def process_batch(self, ctx, job_id: str, params: dict,
                       image_ids: list[int]) -> list[dict[str, Any]]:
         return predict_batch(ctx, params["model_id"], image_ids, top_k=params.get("top_k", 5),
                              threshold=params.get("threshold", 0.0))
@@ -166,7 +166,7 @@ class PredictKind(BatchJobKind):
         write_annotations(session, job_id=job_id, model_id=params["model_id"], owner_id=owner,
                           results=results)
 
-    def finish(self, ctx, job) -> dict[str, Any]:  # noqa: ANN001
+    def finish(self, ctx, job) -> dict[str, Any]:
         from sqlalchemy import func
 
         from aqualens.catalog.tables import Label

@@ -113,7 +113,7 @@ class Runner:
                     self.resume_stale()
                 if not self._claim_and_dispatch():
                     self._stop.wait(self.poll_s)
-            except Exception:  # noqa: BLE001 - the loop must survive a database hiccup
+            except Exception:
                 log.exception("runner loop error")
                 self._stop.wait(max(self.poll_s, 1.0))
 
@@ -126,7 +126,7 @@ class Runner:
                     with self.ctx.session() as s:
                         if not jobs.heartbeat(s, job_id, self.runner_id):
                             self._lost.add(job_id)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("heartbeat failed for job %s", job_id)
 
     def resume_stale(self) -> list[str]:
@@ -192,7 +192,10 @@ class Runner:
                 jobs.log(s, job_id, f"succeeded: {j.done} done, {j.failed} failed")
         except JobCancelled:
             self._finish(job_id, "cancelled", None, "cancelled between batches")
-        except Exception as exc:  # noqa: BLE001 - a job-level error fails the job
+        except Exception as exc:
+            if self._stop.is_set():  # our own shutdown broke it: hand it back, don't fail it
+                self._finish(job_id, "queued", None, "runner stopping; job re-queued")
+                return
             log.exception("job %s failed", job_id)
             self._finish(job_id, "failed", f"{type(exc).__name__}: {exc}",
                          "failed: " + "".join(traceback.format_exception_only(exc)).strip(),
@@ -206,9 +209,9 @@ class Runner:
                 level: str = "info") -> None:
         try:
             with self.ctx.session() as s:
-                jobs.set_state(s, job_id, state, error=error)
+                jobs.set_state(s, job_id, state, error=error if state != "queued" else None)
                 jobs.log(s, job_id, message, level=level)
-        except Exception:  # noqa: BLE001 - e.g. already re-queued by another runner
+        except Exception:
             log.exception("could not mark job %s %s", job_id, state)
 
     def _should_stop(self, job_id: str) -> str | None:
@@ -242,6 +245,7 @@ class Runner:
         attempts: dict[int, int] = {}
         fut_batch: dict[Any, int] = {}
         workers: dict[str, int] = {}  # batches per worker process, reported in the outputs
+        seconds: dict[str, float] = {}  # worker time computing vs writing results
 
         def submit(index: int) -> Any:
             n = attempts.get(index, 0)
@@ -259,7 +263,9 @@ class Runner:
             try:
                 summary = fut.result()
                 workers[summary.get("worker", "?")] = workers.get(summary.get("worker", "?"), 0) + 1
-            except Exception as exc:  # noqa: BLE001 - the batch as a whole failed
+                for key in ("compute_s", "write_s"):
+                    seconds[key] = seconds.get(key, 0.0) + summary.get(key, 0.0)
+            except Exception as exc:
                 n = attempts.get(index, 0) + 1
                 attempts[index] = n
                 if n > self.batch_retries:
@@ -293,6 +299,7 @@ class Runner:
             s.expunge(fresh)
         outputs = dict(kind.finish(self.ctx, fresh) or {})
         outputs.setdefault("batches_per_worker", workers)
+        outputs.setdefault("worker_seconds", {k: round(v, 3) for k, v in seconds.items()})
         return outputs
 
     def _run_function(self, job: jobs.Job) -> dict | None:
@@ -305,10 +312,12 @@ class Runner:
                 if job.id in self._lost:
                     fut.cancel()
                     return None
-            except Exception as exc:
-                if isinstance(exc, JobCancelled):
-                    raise
-                raise
+                if self._stop.is_set():  # shutting down: re-queue; the kind resumes later
+                    fut.cancel()
+                    with self.ctx.session() as s:
+                        jobs.set_state(s, job.id, "queued")
+                        jobs.log(s, job.id, "runner stopping; job re-queued")
+                    return None
 
 
 def run_job_now(ctx: Context, job_id: str, **runner_kwargs: Any) -> None:

@@ -27,11 +27,25 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from aqualens.catalog.context import Context
-from aqualens.catalog.tables import (Annotation, CollectionImage, Event, Image, Job, Label,
-                                     Service, User, utcnow)
+from aqualens.catalog.tables import (
+    Annotation,
+    CollectionImage,
+    Event,
+    Image,
+    Job,
+    Label,
+    Service,
+    User,
+    utcnow,
+)
 from aqualens.catalog.users import check_write, hash_token, visible
-from aqualens.core.errors import (NotFound, PermissionDenied, TooLarge, Unauthorized,
-                                  ValidationError)
+from aqualens.core.errors import (
+    NotFound,
+    PermissionDenied,
+    TooLarge,
+    Unauthorized,
+    ValidationError,
+)
 from aqualens.processing import jobs
 from aqualens.processing.kinds import BatchJobKind
 from aqualens.processing.servicedef import ServiceDef, parse_definition
@@ -235,7 +249,7 @@ def submit_service_job(session: Session, service: Service, user: User,
 
 
 # ------------------------------------------------------------------------ fetching inputs
-def _s3_client(settings) -> Any:  # noqa: ANN001
+def _s3_client(settings) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -549,7 +563,7 @@ def run_service_sync(ctx: Context, service: Service, user: User,
     return {"service": service.name, "results": results}
 
 
-def start_triggers(ctx: Context, **kwargs: Any):  # noqa: ANN201
+def start_triggers(ctx: Context, **kwargs: Any):
     """Start the trigger manager (collection hook, folders, schedules, dispatcher)."""
     from aqualens.processing.triggers import TriggerManager
 

@@ -19,7 +19,7 @@ from aqualens.catalog.tables import Image
 from aqualens.processing.kinds import BatchJobKind
 
 
-def load_rgb(ctx, sha: str) -> np.ndarray:  # noqa: ANN001 - Context
+def load_rgb(ctx, sha: str) -> np.ndarray:
     """Decode a stored image to an RGB uint8 array (local path when the store has one)."""
     from PIL import Image as PILImage
 
@@ -29,7 +29,7 @@ def load_rgb(ctx, sha: str) -> np.ndarray:  # noqa: ANN001 - Context
         return np.asarray(im.convert("RGB"))
 
 
-def image_shas(ctx, image_ids: list[int]) -> dict[int, str]:  # noqa: ANN001
+def image_shas(ctx, image_ids: list[int]) -> dict[int, str]:
     with ctx.session() as s:
         return dict(s.execute(select(Image.id, Image.sha256).where(Image.id.in_(image_ids))).all())
 
@@ -49,13 +49,13 @@ class ImageStatsKind(BatchJobKind):
     batch_size = 64
     usage_kind = "image-stats"
 
-    def validate(self, session, params: dict, owner_id: int) -> dict:  # noqa: ANN001
+    def validate(self, session, params: dict, owner_id: int) -> dict:
         from aqualens.processing.selection import check_selection
 
         check_selection(params)
         return params
 
-    def process_batch(self, ctx, job_id: str, params: dict,  # noqa: ANN001
+    def process_batch(self, ctx, job_id: str, params: dict,
                       image_ids: list[int]) -> list[dict[str, Any]]:
         shas = image_shas(ctx, image_ids)
         out = []
@@ -74,7 +74,7 @@ class ImageStatsKind(BatchJobKind):
         """The same statistics on decoded images (synchronous service runs)."""
         return [stats_of(a) for a in arrays]
 
-    def finish(self, ctx, job) -> dict[str, Any]:  # noqa: ANN001
+    def finish(self, ctx, job) -> dict[str, Any]:
         from aqualens.catalog.tables import JobResult
 
         with ctx.session() as s:

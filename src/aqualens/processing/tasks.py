@@ -62,8 +62,8 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
-def with_retries(fn, *, retries: int | None = None, backoff_s: float | None = None,  # noqa: ANN001
-                 what: str = "task"):  # noqa: ANN201
+def with_retries(fn, *, retries: int | None = None, backoff_s: float | None = None,
+                 what: str = "task"):
     """Call ``fn()``; retry transient errors ``retries`` times, waiting backoff * 2**n."""
     retries = RETRIES if retries is None else retries
     backoff_s = BACKOFF_S if backoff_s is None else backoff_s
@@ -71,7 +71,7 @@ def with_retries(fn, *, retries: int | None = None, backoff_s: float | None = No
     while True:
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:
             if attempt >= retries or not is_transient(exc):
                 raise
             wait = backoff_s * (2 ** attempt)
@@ -100,7 +100,9 @@ def run_batch(settings: dict[str, Any], kind_name: str, job_id: str, params: dic
                 kind.cleanup(s, job_id, pending)
         if not pending:
             return {"done": 0, "failed": 0, "skipped": len(image_ids), "worker": WORKER}
+        t0 = time.perf_counter()
         results = kind.process_batch(ctx, job_id, params, pending)
+        t1 = time.perf_counter()
         by_id = {int(r["image_id"]): r for r in results}
         # An image the kind forgot is a failure with a reason, not a silent gap.
         results = [by_id.get(i) or {"image_id": i, "ok": False,
@@ -120,7 +122,7 @@ def run_batch(settings: dict[str, Any], kind_name: str, job_id: str, params: dic
                                  model_id=kind.usage_model_id(params), service_id=service_id,
                                  job_id=job_id, details={"kind": kind_name}))
         return {"done": done, "failed": failed, "skipped": len(image_ids) - len(fresh),
-                "worker": WORKER}
+                "worker": WORKER, "compute_s": t1 - t0, "write_s": time.perf_counter() - t1}
 
     return with_retries(attempt, what=f"job {job_id} batch of {len(image_ids)}")
 

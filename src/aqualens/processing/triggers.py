@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ def schedule_slot(trigger: dict, now: datetime) -> str | None:
     if trigger.get("every"):
         period = parse_every(trigger["every"])
         start = int(now.timestamp() // period * period)
-        return datetime.fromtimestamp(start, timezone.utc).isoformat()
+        return datetime.fromtimestamp(start, UTC).isoformat()
     minute, hour, dom, month, dow = parse_cron(trigger["cron"])
     if (now.minute in minute and now.hour in hour and now.day in dom and now.month in month
             and (now.isoweekday() % 7) in dow):
@@ -109,7 +109,7 @@ class TriggerManager:
         return coll.name == ref and coll.owner_id == service.owner_id
 
     @staticmethod
-    def _services(session) -> list[Service]:  # noqa: ANN001
+    def _services(session) -> list[Service]:
         return list(session.scalars(select(Service)))
 
     # ---------------------------------------------------------------------------- the loop
@@ -117,14 +117,14 @@ class TriggerManager:
         while not self._stop.is_set():
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - the loop must survive a hiccup
+            except Exception:
                 log.exception("trigger tick failed")
             self._wake.wait(self.tick_s)
             self._wake.clear()
 
     def tick(self, now: datetime | None = None) -> list[str]:
         """One round: catch up collections, poll folders, fire schedules, dispatch events."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         with self.ctx.session() as s:
             for service in self._services(s):
                 try:
@@ -144,7 +144,7 @@ class TriggerManager:
                                              {"type": "schedule", "trigger": n, "slot": slot})
         return svc.dispatch_pending(self.ctx)
 
-    def _catch_up(self, s, service: Service, trig: dict) -> None:  # noqa: ANN001
+    def _catch_up(self, s, service: Service, trig: dict) -> None:
         ref = str(trig["collection"])
         q = select(Collection).where(Collection.id == int(ref)) if ref.isdigit() else \
             select(Collection).where(Collection.name == ref,
@@ -164,7 +164,7 @@ class TriggerManager:
                              {"type": "image", "image_ids": [image_id],
                               "collection_id": coll.id})
 
-    def _poll_folder(self, s, service: Service, n: int, trig: dict) -> None:  # noqa: ANN001
+    def _poll_folder(self, s, service: Service, n: int, trig: dict) -> None:
         tag = f"{service.id}:{n}"
         if time.monotonic() - self._last_poll.get(tag, 0.0) < trig["interval_s"]:
             return

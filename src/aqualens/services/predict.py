@@ -19,6 +19,7 @@ from aqualens.catalog.users import can_read, visible
 from aqualens.core.errors import NotFound, ValidationError
 from aqualens.models.base import Result
 from aqualens.models.preprocess import decode_image
+from aqualens.models.registry import ModelRef
 
 if TYPE_CHECKING:
     from aqualens.catalog.context import Context
@@ -56,11 +57,30 @@ def readable_model(session, ref: int | str, user: User | None) -> Model:  # noqa
 
 def record_usage(ctx: Context, *, user_id: int | None, images: int, nbytes: int = 0,
                  model_id: int | None = None, job_id: str | None = None,
-                 kind: str = "predict", details: dict | None = None) -> None:
-    """One UsageEvent for ``images`` processed images."""
+                 kind: str = "predict", details: dict | None = None,
+                 user: User | None = None, buffered: bool = False) -> None:
+    """One UsageEvent for ``images`` processed images.
+
+    ``user`` (the caller, already loaded) spares the lookup of its country. ``buffered`` queues
+    the event (see :mod:`aqualens.services.usage`: written within a second, or by
+    ``flush_usage()``) instead of committing it now; the per-request API paths use it.
+    """
+    if buffered:
+        from aqualens.models.registry import db_url_of
+        from aqualens.services.usage import buffer_usage
+
+        if user is None and user_id is not None:
+            with ctx.session() as s:
+                user = s.get(User, user_id)
+        buffer_usage(db_url_of(ctx), user_id=user_id, kind=kind, images=images, nbytes=nbytes,
+                     model_id=model_id, job_id=job_id, country=user.country if user else None,
+                     details=details)
+        return
     with ctx.session() as s:
         country = None
-        if user_id is not None:
+        if user is not None and user.id == user_id:
+            country = user.country
+        elif user_id is not None:
             u = s.get(User, user_id)
             country = u.country if u else None
         s.add(UsageEvent(user_id=user_id, kind=kind, images=images, bytes=nbytes,
@@ -68,40 +88,49 @@ def record_usage(ctx: Context, *, user_id: int | None, images: int, nbytes: int 
                          details=details or {}))
 
 
-def predict_arrays(ctx: Context, model_id: int, arrays: list[np.ndarray], *, top_k: int = 5,
-                   threshold: float = 0.0) -> list[Result]:
-    """Run the warm runtime of ``model_id`` on decoded images (no permission check)."""
-    from aqualens.models.registry import load_runtime
+def predict_arrays(ctx: Context, model_id: int | ModelRef, arrays: list[np.ndarray], *,
+                   top_k: int = 5, threshold: float = 0.0) -> list[Result]:
+    """Run the warm runtime of a model on decoded images (no permission check). With a
+    :class:`ModelRef` (already read) the warm runtime is found without touching the catalogue."""
+    from aqualens.models.registry import load_runtime, runtime_for
 
     top_k, threshold = check_options(top_k, threshold)
-    return load_runtime(ctx, model_id).predict(arrays, top_k=top_k, threshold=threshold)
+    runtime = runtime_for(ctx, model_id) if isinstance(model_id, ModelRef) \
+        else load_runtime(ctx, model_id)
+    return runtime.predict(arrays, top_k=top_k, threshold=threshold)
 
 
-def predict_uploads(ctx: Context, model_ref: int | str, files: list[tuple[str, bytes]],
+def predict_uploads(ctx: Context, model_ref: int | str | ModelRef, files: list[tuple[str, bytes]],
                     user: User | None, *, top_k: int = 5, threshold: float = 0.0,
-                    details: dict | None = None) -> tuple[Model, list[dict[str, Any]],
+                    details: dict | None = None) -> tuple[ModelRef, list[dict[str, Any]],
                                                           list[np.ndarray]]:
     """Predict uploaded image files (nothing is stored but a usage event).
 
     Returns (model, one dict per file ``{"file", "width", "height", "result"}``, decoded arrays).
     A file that is not an image is refused with UnsupportedMedia naming it.
+
+    This is the per-request path of the predict APIs, kept lean: one light catalogue read (the
+    model and the caller's right to read it, checked as the row is now), the warm runtime from
+    the process cache, and a buffered usage event (no commit per request).
     """
+    from aqualens.models.registry import resolve_model
+
     if not files:
         raise ValidationError("no image files sent", field="files",
                               valid="one or more multipart 'files' parts")
     top_k, threshold = check_options(top_k, threshold)
-    with ctx.session() as s:
-        model = readable_model(s, model_ref, user)
-        s.expunge(model)
+    # A ModelRef comes from resolve_model(ctx, ref, user) in the caller: checked already.
+    model = model_ref if isinstance(model_ref, ModelRef) else resolve_model(ctx, model_ref, user)
     arrays = [decode_image(data, name) for name, data in files]
     limit = ctx.settings.limits.max_image_pixels
     for (name, _), a in zip(files, arrays):
         if a.shape[0] * a.shape[1] > limit:
             raise ValidationError(f"{name} has {a.shape[1]}x{a.shape[0]} pixels, more than the "
                                   f"limit of {limit}", field=name)
-    results = predict_arrays(ctx, model.id, arrays, top_k=top_k, threshold=threshold)
+    results = predict_arrays(ctx, model, arrays, top_k=top_k, threshold=threshold)
     record_usage(ctx, user_id=user.id if user else None, images=len(files),
-                 nbytes=sum(len(d) for _, d in files), model_id=model.id, details=details)
+                 nbytes=sum(len(d) for _, d in files), model_id=model.id, details=details,
+                 user=user, buffered=True)
     out = [{"file": name, "width": int(a.shape[1]), "height": int(a.shape[0]),
             "result": r.to_dict()} for (name, _), a, r in zip(files, arrays, results)]
     return model, out, arrays
@@ -135,6 +164,7 @@ def predict_images(ctx: Context, model_id: int, image_ids: list[int], *, top_k: 
         if model is None or not can_read(model, user):
             raise NotFound(f"no model {model_id}", field="model")
         model_ref = f"{model.name}@{model.version}"
+        country = user.country
         rows = dict(s.execute(select(Image.id, Image.sha256)
                               .where(Image.id.in_(ids), visible(Image, user))).all())
         # JobResult rows need an existing image (foreign key); unknown ids are only reported.
@@ -179,9 +209,10 @@ def predict_images(ctx: Context, model_id: int, image_ids: list[int], *, top_k: 
             record_results(s, job_id, [{"image_id": r["image_id"], "ok": r["ok"],
                                         "payload": r.get("payload"), "error": r.get("error")}
                                        for r in new if r["image_id"] in existing])
-    if todo:
-        record_usage(ctx, user_id=owner_id, images=len(todo), model_id=int(model_id),
-                     job_id=job_id)
+        if todo:  # the usage event commits with the results (one transaction, not two)
+            s.add(UsageEvent(user_id=owner_id, kind="predict", images=len(todo), bytes=0,
+                             model_id=int(model_id), job_id=job_id, country=country,
+                             details={}))
     return [out[i] for i in ids]
 
 
@@ -238,13 +269,13 @@ def identify(ctx: Context, model_ref: int | str, name: str, data: bytes, user: U
             raise ValidationError(f"depth {depth} is out of range", field="depth",
                                   valid="metres, -11000..11000")
         context["depth"] = depth
-    with ctx.session() as s:
-        model = readable_model(s, model_ref, user)
-        if model.task != "classify":
-            raise ValidationError(f"model {model.name} {model.version} is a {model.task} model; "
-                                  "identify needs a classifier", field="model")
-        s.expunge(model)
-    model, rows, _ = predict_uploads(ctx, model.id, [(name, data)], user, top_k=top_k,
+    from aqualens.models.registry import resolve_model
+
+    model = resolve_model(ctx, model_ref, user)
+    if model.task != "classify":
+        raise ValidationError(f"model {model.name} {model.version} is a {model.task} model; "
+                              "identify needs a classifier", field="model")
+    model, rows, _ = predict_uploads(ctx, model, [(name, data)], user, top_k=top_k,
                                      details={"identify": True, **context})
     top = rows[0]["result"]["top"]
     return {"model": {"id": model.id, "name": model.name, "version": model.version,

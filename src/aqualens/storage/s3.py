@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 from urllib.parse import urlparse
@@ -16,6 +17,17 @@ from aqualens.storage.base import TIERS, BlobStore, check_key, check_tier, sha25
 
 if TYPE_CHECKING:
     from aqualens.core.config import Settings
+
+
+@contextmanager
+def _s3_errors(action: str) -> Iterator[None]:
+    """Turn boto3's exceptions into StorageError, so callers (and the API) see one error type."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageError(f"S3 {action} failed: {exc}", field="AQUALENS_S3__ENDPOINT_URL") from exc
 
 
 class S3BlobStore(BlobStore):
@@ -79,38 +91,46 @@ class S3BlobStore(BlobStore):
         from botocore.exceptions import ClientError
 
         for tier in TIERS:
-            try:
-                self.client.head_object(Bucket=self.bucket, Key=self._key(sha, tier))
-                return tier
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                    continue
-                raise StorageError(f"cannot read blob {sha}: {exc}") from exc
+            with _s3_errors(f"lookup of blob {sha}"):
+                try:
+                    self.client.head_object(Bucket=self.bucket, Key=self._key(sha, tier))
+                    return tier
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey",
+                                                                         "NotFound"):
+                        raise
         return None
 
     def open(self, sha: str) -> IO[bytes]:
         tier = self.tier_of(sha)
         if tier is None:
             raise NotFound(f"blob sha256:{sha} is not in the store", field="sha256")
-        obj = self.client.get_object(Bucket=self.bucket, Key=self._key(sha, tier))
-        return io.BytesIO(obj["Body"].read())
+        with _s3_errors(f"read of blob {sha}"):
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(sha, tier))
+            return io.BytesIO(obj["Body"].read())
 
     def move(self, sha: str, tier: str) -> None:
         check_tier(tier)
         current = self.require(sha)
         if current == tier:
             return
-        self.client.copy_object(Bucket=self.bucket, Key=self._key(sha, tier),
-                                CopySource={"Bucket": self.bucket, "Key": self._key(sha, current)})
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(sha, current))
+        with _s3_errors(f"move of blob {sha}"):
+            self.client.copy_object(Bucket=self.bucket, Key=self._key(sha, tier),
+                                    CopySource={"Bucket": self.bucket, "Key": self._key(sha, current)})
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(sha, current))
 
     def delete(self, sha: str) -> None:
-        for tier in TIERS:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(sha, tier))
+        with _s3_errors(f"delete of blob {sha}"):
+            for tier in TIERS:
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(sha, tier))
 
     def iter_blobs(self) -> Iterator[tuple[str, str]]:
         paginator = self.client.get_paginator("list_objects_v2")
         base = f"{self.prefix}/" if self.prefix else ""
+        with _s3_errors("listing"):
+            yield from self._iter(paginator, base)
+
+    def _iter(self, paginator, base: str) -> Iterator[tuple[str, str]]:  # noqa: ANN001
         for tier in TIERS:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{base}{tier}/"):
                 for obj in page.get("Contents", []):

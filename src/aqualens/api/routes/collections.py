@@ -14,6 +14,7 @@ from aqualens.catalog.collections import collection_size, find_collection
 from aqualens.catalog.context import Context
 from aqualens.catalog.search import ImageQuery, search_images
 from aqualens.catalog.tables import User
+from aqualens.core.errors import NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["collections"])
 
@@ -83,8 +84,6 @@ def collection_images(collection: str, limit: int = Query(50, ge=1, le=1000),
 def unlink_image(collection: str, image_id: int, session: Session = Depends(get_session),
                  user: User = Depends(current_user)) -> Response:
     """Remove one image from a collection; the image itself and its other links stay."""
-    from aqualens.core.errors import NotFound
-
     if not crud.remove_image_from_collection(session, collection, image_id, user):
         raise NotFound(f"image {image_id} is not in collection {collection!r}", field="image_id")
     return Response(status_code=204)

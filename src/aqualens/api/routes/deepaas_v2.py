@@ -59,8 +59,8 @@ def _model(ctx: Context, name: str, user: User | None) -> Model:
         return m
 
 
-def _runtime(ctx: Context, model: Model):  # noqa: ANN202
-    return registry.load_runtime(ctx, model.id)
+def _runtime(ctx: Context, model: Model | registry.ModelRef):  # noqa: ANN202
+    return registry.runtime_for(ctx, model)
 
 
 def _metadata(ctx: Context, model: Model, href: str) -> dict[str, Any]:
@@ -119,15 +119,16 @@ async def _form(request: Request):  # noqa: ANN202
 async def v2_predict(name: str, request: Request, ctx: Context = Depends(get_ctx),
                      user: User | None = Depends(optional_user)) -> Response:
     """Predict with the arguments the model declares (query string, form or headers)."""
-    model = await run_in_threadpool(_model, ctx, name, user)
+    # The light lookup (a ModelRef): the runtime comes from the warm cache, no ORM row needed.
+    model = await run_in_threadpool(registry.resolve_model, ctx, name, user)
     form = await _form(request)
     if model.runtime == "deepaas":
         return await _predict_module(ctx, model, request, form, user)
     return await _predict_platform(ctx, model, request, form, user)
 
 
-async def _predict_module(ctx: Context, model: Model, request: Request, form,  # noqa: ANN001
-                          user: User | None) -> Response:
+async def _predict_module(ctx: Context, model: registry.ModelRef, request: Request,
+                          form, user: User | None) -> Response:  # noqa: ANN001
     from aqualens.services.predict import record_usage
 
     rt = await run_in_threadpool(_runtime, ctx, model)
@@ -162,7 +163,7 @@ async def _predict_module(ctx: Context, model: Model, request: Request, form,  #
             Path(path).unlink(missing_ok=True)
     await run_in_threadpool(lambda: record_usage(
         ctx, user_id=user.id if user else None, images=max(len(tmp_files), 1), nbytes=nbytes,
-        model_id=model.id, details={"route": "deepaas-v2"}))
+        model_id=model.id, details={"route": "deepaas-v2"}, user=user, buffered=True))
     accept = args.get("accept", "application/json")
     if accept not in ("application/json", "*/*"):
         body = ret.encode() if isinstance(ret, str) else ret
@@ -176,8 +177,8 @@ async def _predict_module(ctx: Context, model: Model, request: Request, form,  #
     return JSONResponse({"status": "OK", "predictions": ret})
 
 
-async def _predict_platform(ctx: Context, model: Model, request: Request, form,  # noqa: ANN001
-                            user: User | None) -> Response:
+async def _predict_platform(ctx: Context, model: registry.ModelRef, request: Request,
+                            form, user: User | None) -> Response:  # noqa: ANN001
     from aqualens.models.overlay import overlay_png
     from aqualens.services import predict as svc
 
@@ -201,7 +202,7 @@ async def _predict_platform(ctx: Context, model: Model, request: Request, form, 
                               field="data")
     payload = [(u.filename or "data", await read_upload(ctx, u, "data")) for u in files]
     _, rows, arrays = await run_in_threadpool(
-        lambda: svc.predict_uploads(ctx, model.id, payload, user,
+        lambda: svc.predict_uploads(ctx, model, payload, user,
                                     top_k=values.get("top_k", 5),
                                     threshold=values.get("threshold", 0.0),
                                     details={"route": "deepaas-v2"}))

@@ -35,7 +35,7 @@ class PredictRequest(BaseModel):
     batch_size: int | None = None
 
 
-def _accepted(job) -> JSONResponse:  # noqa: ANN001
+def _accepted(job) -> JSONResponse:
     body = jobs.job_to_dict(job)
     return JSONResponse(body, status_code=202, headers={"Location": f"/api/v1/jobs/{job.id}"})
 
@@ -119,7 +119,7 @@ def batch_predict(body: PredictRequest, session: Session = Depends(get_session),
 
 @router.get("/compare", response_model=None)
 def compare(request: Request, job_a: str, job_b: str,
-            format: Literal["json", "png"] | None = None,  # noqa: A002 - query name
+            format: Literal["json", "png"] | None = None,
             session: Session = Depends(get_session),
             user: User | None = Depends(optional_user)) -> Any:
     """Agreement, changed labels and per-class count changes of two jobs; PNG with

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,16 @@ from aqualens.catalog.tables import Model, User
 from aqualens.core.errors import TooLarge, UnsupportedMedia, ValidationError
 from aqualens.models import registry
 
-router = APIRouter(prefix="/api/v1", tags=["models"])
+@asynccontextmanager
+async def _lifespan(_app):  # noqa: ANN001, ANN202
+    """Write the buffered usage events of the predict routes when the server stops."""
+    yield
+    from aqualens.services.usage import flush_usage
+
+    await run_in_threadpool(flush_usage)
+
+
+router = APIRouter(prefix="/api/v1", tags=["models"], lifespan=_lifespan)
 
 
 async def read_form(request: Request):  # noqa: ANN201 - starlette FormData
@@ -185,6 +195,9 @@ async def patch_model(ref: str, request: Request, session: Session = Depends(get
 @router.delete("/models/{ref}")
 def delete_model(ref: str, ctx: Context = Depends(get_ctx),
                  user: User = Depends(current_user)) -> dict[str, Any]:
+    from aqualens.services.usage import flush_usage
+
+    flush_usage(registry.db_url_of(ctx))  # buffered events naming the model are written first
     return registry.delete_model(ctx, ref, user)
 
 
@@ -254,7 +267,7 @@ async def predict(ref: str, request: Request, ctx: Context = Depends(get_ctx),
     return JSONResponse({"model": _model_ref(model), "results": rows})
 
 
-def _model_ref(model: Model) -> dict[str, Any]:
+def _model_ref(model: Model | registry.ModelRef) -> dict[str, Any]:
     return {"id": model.id, "name": model.name, "version": model.version, "task": model.task,
             "pid": f"sha256:{model.artefact_sha256}"}
 
@@ -309,7 +322,7 @@ def _predict_ids_nostore(ctx: Context, model: Model, ids: list[int], user: User 
                                  threshold=body.get("threshold", 0.0)) if arrays else []
     by_id = dict(zip(present, results))
     svc.record_usage(ctx, user_id=user.id if user else None, images=len(present),
-                     model_id=model.id)
+                     model_id=model.id, user=user, buffered=True)
     return [{"image_id": i, "ok": i in by_id,
              "payload": by_id[i].to_dict() if i in by_id else None,
              "error": None if i in by_id else f"no image {i} (or not readable)",

@@ -12,6 +12,7 @@ from aqualens.api.deps import get_ctx, get_session, optional_user
 from aqualens.catalog.context import Context
 from aqualens.catalog.db import get_engine
 from aqualens.catalog.text_index import ensure_text_index
+from aqualens.core.errors import ValidationError
 from aqualens.catalog.images import image_dict
 from aqualens.catalog.search import ImageQuery, Page, facets, search_images
 from aqualens.catalog.tables import Image, User
@@ -46,14 +47,10 @@ def _query(request: Request, allowed: set[str]) -> ImageQuery:
     params = request.query_params
     unknown = sorted(set(params) - allowed)
     if unknown:
-        from aqualens.core.errors import ValidationError
-
         raise ValidationError(f"unknown search parameter {unknown[0]!r}", field=unknown[0],
                               valid=", ".join(sorted(allowed)))
     for key in params:
         if len(params.getlist(key)) > 1:
-            from aqualens.core.errors import ValidationError
-
             raise ValidationError(f"{key} given more than once", field=key)
     return ImageQuery.parse(dict(params))
 
@@ -106,8 +103,6 @@ def search_facets(request: Request, _index: None = Depends(text_index_ready),
     params = {k: v for k, v in request.query_params.items() if k != "top"}
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
-        from aqualens.core.errors import ValidationError
-
         raise ValidationError(f"unknown facet parameter {unknown[0]!r}", field=unknown[0],
                               valid=", ".join(sorted(allowed)))
     out = facets(session, ImageQuery.parse(params), user, top=top)
