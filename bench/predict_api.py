@@ -5,8 +5,14 @@
    (bench/deepaas_onnx_module.py, found through a throw-away ``deepaas.v2.model`` entry point);
 3. a raw onnxruntime loop on the same images (decode + preprocess + run, batch of 1).
 
-N single-image requests from one client over loopback (keep-alive). Prints requests/s, p50 and
-p99 for each, and the ratios. Usage: ``.venv/bin/python bench/predict_api.py [--n 300]``
+N single-image requests from one client over loopback (keep-alive), the same set of distinct
+JPEGs cycled in the same order for each target, after warm-up requests that are not counted.
+The targets are measured in interleaved rounds (AquaLens, DEEPaaS, raw; then the next round in a
+rotated order), so a change in the background load of a shared machine hits all three alike.
+AquaLens runs as ``aqualens serve`` would run it without its job runner: one uvicorn process,
+uvloop + httptools, log level warning. deepaas-run runs with its defaults.
+Prints requests/s, p50 and p99 for each, and the ratios; checks that both servers agree on the
+top-1 label of every image. Usage: ``.venv/bin/python bench/predict_api.py [--n 300]``
 """
 
 from __future__ import annotations
@@ -51,12 +57,17 @@ def build_model(folder: Path) -> Path:
     return path
 
 
-def make_image() -> bytes:
+def make_image(seed: int = 0) -> bytes:
+    """A 640x480 JPEG: smooth colour gradients plus noise (compresses like a photo)."""
     from PIL import Image
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:480, 0:640].astype(np.float32)
+    base = np.stack([128 + 100 * np.sin(xx / rng.uniform(20, 80) + c * rng.uniform(0, 3))
+                     * np.cos(yy / rng.uniform(20, 80)) for c in range(3)], axis=2)
+    img = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(buf, "JPEG")
+    Image.fromarray(img).save(buf, "JPEG", quality=90)
     return buf.getvalue()
 
 
@@ -72,28 +83,49 @@ def wait(url: str, timeout: float = 90) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def measure(fn, n: int) -> dict:  # noqa: ANN001
-    for _ in range(10):  # warm-up
-        fn()
-    lat = []
-    t0 = time.perf_counter()
-    for _ in range(n):
-        s = time.perf_counter()
-        fn()
-        lat.append(time.perf_counter() - s)
-    total = time.perf_counter() - t0
+def summarise(lat: list[float], busy: float) -> dict:
     lat_ms = np.array(lat) * 1000
-    return {"rps": n / total, "p50_ms": float(np.percentile(lat_ms, 50)),
+    return {"rps": len(lat) / busy, "p50_ms": float(np.percentile(lat_ms, 50)),
             "p99_ms": float(np.percentile(lat_ms, 99))}
+
+
+def measure(targets: dict, images: list[bytes], n: int, rounds: int, warmup: int) -> dict:
+    """``targets``: name -> fn(image bytes) -> top-1 label. Each target gets ``warmup`` uncounted
+    calls, then ``n`` timed calls in ``rounds`` interleaved rounds (order rotated each round);
+    requests/s is counted over the time spent on that target only."""
+    tops: dict[str, list] = {}
+    for name, fn in targets.items():
+        tops[name] = [fn(im) for im in images]
+        for i in range(warmup):
+            fn(images[i % len(images)])
+    lat: dict[str, list[float]] = {k: [] for k in targets}
+    busy = dict.fromkeys(targets, 0.0)
+    names = list(targets)
+    per = [n // rounds + (1 if r < n % rounds else 0) for r in range(rounds)]
+    for r, count in enumerate(per):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = targets[name]
+            t0 = time.perf_counter()
+            for i in range(count):
+                s = time.perf_counter()
+                fn(images[i % len(images)])
+                lat[name].append(time.perf_counter() - s)
+            busy[name] += time.perf_counter() - t0
+    out = {k: summarise(lat[k], busy[k]) for k in targets}
+    out["top1"] = tops
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--n", type=int, default=300, help="timed requests per target")
+    ap.add_argument("--images", type=int, default=16, help="distinct JPEGs, cycled")
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds")
+    ap.add_argument("--warmup", type=int, default=20, help="uncounted requests per target")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     model = build_model(work)
-    image = make_image()
+    images = [make_image(seed) for seed in range(args.images)]
     procs = []
     try:
         # --- AquaLens ------------------------------------------------------------------
@@ -118,7 +150,8 @@ def main() -> None:
         port = free_port()
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "aqualens.api.app:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--loop", "uvloop",
+             "--http", "httptools", "--log-level", "warning", "--no-access-log"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         aql_url = f"http://127.0.0.1:{port}"
         wait(f"{aql_url}/api/v1/health")
@@ -139,30 +172,36 @@ def main() -> None:
         dp_url = f"http://127.0.0.1:{dport}"
         wait(f"{dp_url}/v2/models/bench-onnx/")
 
-        with httpx.Client(base_url=aql_url, timeout=60) as c:
-            def aql() -> None:
-                r = c.post(f"/api/v1/models/{mid}/predict",
-                           files={"files": ("x.jpg", image, "image/jpeg")})
-                assert r.status_code == 200, r.text
-            res_aql = measure(aql, args.n)
-        with httpx.Client(base_url=dp_url, timeout=60) as c:
-            def dp() -> None:
-                r = c.post("/v2/models/bench-onnx/predict/",
-                           files={"data": ("x.jpg", image, "image/jpeg")})
-                assert r.status_code == 200, r.text
-            res_dp = measure(dp, args.n)
         # --- raw onnxruntime loop -----------------------------------------------------------
         import cv2
         import onnxruntime as ort
 
         sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        labels = [f"class_{i}" for i in range(10)]
 
-        def raw() -> None:
+        def raw(image: bytes) -> str:
             img = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
             x = cv2.resize(img, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
             x = np.ascontiguousarray((x.astype(np.float32) / 255).transpose(2, 0, 1)[None])
-            sess.run(None, {"input": x})
-        res_raw = measure(raw, args.n)
+            return labels[int(np.argmax(sess.run(None, {"input": x})[0][0]))]
+
+        with httpx.Client(base_url=aql_url, timeout=60) as ca, \
+                httpx.Client(base_url=dp_url, timeout=60) as cd:
+            def aql(image: bytes) -> str:
+                r = ca.post(f"/api/v1/models/{mid}/predict",
+                            files={"files": ("x.jpg", image, "image/jpeg")})
+                assert r.status_code == 200, r.text
+                return r.json()["results"][0]["result"]["top"][0]["label"]
+
+            def dp(image: bytes) -> str:
+                r = cd.post("/v2/models/bench-onnx/predict/",
+                            files={"data": ("x.jpg", image, "image/jpeg")})
+                assert r.status_code == 200, r.text
+                body = r.json()
+                return (body.get("predictions", body))["labels"][0]
+
+            res = measure({"aqualens": aql, "deepaas": dp, "raw_onnxruntime": raw}, images,
+                          args.n, args.rounds, args.warmup)
     finally:
         for p in procs:
             p.terminate()
@@ -171,7 +210,14 @@ def main() -> None:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
-    out = {"n": args.n, "aqualens": res_aql, "deepaas": res_dp, "raw_onnxruntime": res_raw,
+    tops = res.pop("top1")
+    agree = sum(a == d == r for a, d, r in zip(tops["aqualens"], tops["deepaas"],
+                                               tops["raw_onnxruntime"]))
+    print(f"top-1 label identical for {agree}/{len(images)} images across the three")
+    res_aql, res_dp, res_raw = res["aqualens"], res["deepaas"], res["raw_onnxruntime"]
+    out = {"n": args.n, "images": args.images, "rounds": args.rounds, "warmup": args.warmup,
+           "top1_agree": agree, "load_avg": os.getloadavg(), "aqualens": res_aql, "deepaas": res_dp,
+           "raw_onnxruntime": res_raw,
            "ratio_rps_aqualens_vs_deepaas": res_aql["rps"] / res_dp["rps"],
            "ratio_p99_aqualens_vs_deepaas": res_aql["p99_ms"] / res_dp["p99_ms"],
            "ratio_rps_aqualens_vs_raw": res_aql["rps"] / res_raw["rps"]}

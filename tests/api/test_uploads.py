@@ -150,4 +150,13 @@ def test_upload_bad_requests(client, ctx):
     assert r.status_code == 422 and r.json()["field"] == "--map"
     r = client.post(_url(cid), files=[("files", ("a.jpg", io.BytesIO(b"x"), "image/jpeg"))],
                     headers={"Content-Type": "multipart/form-data; boundary=zzz"})
-    assert r.status_code < 500
+    assert r.status_code in (415, 422)
+    cut = (b"--b1\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.jpg\"\r\n"
+           b"\r\n" + jpeg_bytes(1)[:100])
+    r = client.post(_url(cid), content=cut,
+                    headers={"Content-Type": "multipart/form-data; boundary=b1"})
+    assert r.status_code == 422 and r.json()["field"] == "body"
+    garbage = b"--b1\r\n\x00\x01 not headers at all\r\n\r\n--b1--\r\n"
+    r = client.post(_url(cid), content=garbage,
+                    headers={"Content-Type": "multipart/form-data; boundary=b1"})
+    assert r.status_code == 422

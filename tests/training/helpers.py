@@ -67,7 +67,7 @@ def add_image(session, store, owner: User, collection: str, data: bytes, name: s
 def make_classify_collection(ctx, owner: User, name: str = "vignettes", n: int = 30,  # noqa: ANN001
                              classes: tuple[str, ...] = ("disc", "hbar", "vbar"),
                              size: int = 32, status: str = "validated",
-                             station_every: int | None = None) -> list[Image]:
+                             station_every: int | None = None, seed: int = 0) -> list[int]:
     """``n`` greyscale vignettes, labels cycling through ``classes``, annotated image-level."""
     store = ctx.store
     out = []
@@ -78,7 +78,7 @@ def make_classify_collection(ctx, owner: User, name: str = "vignettes", n: int =
             fields = {}
             if station_every:
                 fields["station"] = f"st{i // station_every}"
-            img = add_image(s, store, owner, name, png(classify_image(k, i, size)),
+            img = add_image(s, store, owner, name, png(classify_image(k, seed + i, size)),
                             f"{classes[k]}_{i:03d}.png", size, size, **fields)
             add_annotation(s, img.id, label_id=labels[k].id, status=status, owner_id=owner.id)
             out.append(img.id)

@@ -24,6 +24,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy.orm import Session
 
@@ -159,7 +160,14 @@ async def _read_body(request: Request, tmp: Path, max_file: int) -> list[_Part]:
             if total > max_total:
                 raise TooLarge(f"request body is over {max_total} bytes; split the upload into "
                                "several requests", field="Content-Length")
-            parser.write(chunk)
+            try:
+                parser.write(chunk)
+            except FormParserError as exc:
+                raise ValidationError(f"malformed multipart body: {exc}", field="body",
+                                      valid="multipart/form-data as RFC 7578 describes") from None
+        if parser._part is not None:
+            raise ValidationError("multipart body ends inside a part (upload cut short?)",
+                                  field="body")
     finally:
         parser.close()
     return parser.parts
