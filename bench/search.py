@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--reps", type=int, default=40)
-    ap.add_argument("--backend", nargs="+", default=["sqlite", "postgres"],
+    ap.add_argument("--backend", nargs="*", default=["sqlite", "postgres"],
                     choices=["sqlite", "postgres"])
     ap.add_argument("--target-ms", type=float, default=50.0)
     ap.add_argument("--pg-url", help="Also run on this PostgreSQL server (a database "

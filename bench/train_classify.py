@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--input-size", type=int, default=None)
+    ap.add_argument("--balance", default="loss", choices=["loss", "sampler", "none"])
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -49,6 +50,7 @@ def main() -> None:
                          seed=args.seed)
     by = {it.name: it for it in items}
     cfg = TrainConfig(task="classify", seed=args.seed, device=args.device, threads=args.threads,
+                      balance=args.balance,
                       epochs=args.epochs,
                       input_size=(args.input_size,) * 2 if args.input_size else None).resolved()
     ch = guess_channels(items, path_reader)

@@ -211,7 +211,10 @@ def _text_condition(words: list[str], index: str | None) -> Any:
         exact = or_(func.lower(Image.search_text).like(pattern, escape="/"),
                     and_(Image.search_text.is_(None),
                          func.lower(Image.original_name).like(pattern, escape="/")))
-        if index == "fts5" and len(w) >= 3:
+        if index == "trgm" and len(w) >= 3:
+            # Alone (not inside the OR above) so PostgreSQL can use the pg_trgm GIN index.
+            conds.append(and_(func.lower(Image.search_text).like(pattern, escape="/"), exact))
+        elif index == "fts5" and len(w) >= 3:
             # The trigram table answers LIKE itself; unescaped wildcards only widen the
             # candidate set, which ``exact`` then trims.
             fts = literal_column("images_fts.search_text")

@@ -214,6 +214,9 @@ def yolo_folder(root: Path) -> tuple[list[Item], list[str]]:
         cx, cy, bw, bh = arr[:, 1] * w, arr[:, 2] * h, arr[:, 3] * w, arr[:, 4] * h
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1).astype(np.float32)
         items.append(Item(name=str(rel), path=f, boxes=boxes.reshape(-1, 4), labels=cls))
+    if not items:
+        raise ValidationError("no images under images/", field=str(root),
+                              valid="a YOLO export: data.yaml, images/**, labels/**")
     if not names:
         n = max((int(it.labels.max()) + 1 for it in items if it.labels.size), default=1)
         names = [str(i) for i in range(n)]

@@ -171,7 +171,7 @@ Model weights: {ref['licence']} (follows the training data's licence).
 def main() -> None:
     ap = argparse.ArgumentParser(description="Build the AquaLens reference models.")
     ap.add_argument("--data", type=Path,
-                    default=Path(__file__).resolve().parents[4].parent / "shared" / "data")
+                    default=Path(__file__).resolve().parents[3].parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=Path("models"))
     ap.add_argument("--only", choices=sorted(REFERENCES), default=None)
     ap.add_argument("--seed", type=int, default=0)
