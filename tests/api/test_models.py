@@ -132,3 +132,44 @@ def test_identify(client, ctx, tmp_path) -> None:  # noqa: ANN001
     assert r.status_code == 422 and r.json()["field"] == "date"
     r = client.post("/api/v1/identify", data={"lat": "1"})
     assert r.status_code == 422 and r.json()["field"] == "image"
+
+
+def test_predict_usage_events_are_buffered(client, ctx, tmp_path) -> None:  # noqa: ANN001
+    """Upload predictions queue their usage event (no commit per request); flush_usage writes
+    them, a deleted model's events are still written (model cleared), shutdown flushes."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import func, select
+
+    from aqualens.api.app import create_app
+    from aqualens.catalog.tables import UsageEvent
+    from aqualens.services.usage import buffer_usage, flush_usage, pending_usage
+
+    def count() -> int:
+        with ctx.session() as s:
+            return s.scalar(select(func.count()).select_from(UsageEvent)
+                            .where(UsageEvent.kind == "predict"))
+
+    flush_usage()
+    mid = register_classifier(ctx, tmp_path, visibility="public")
+    before = count()
+    for route, part in ((f"/api/v1/models/{mid}/predict", "files"),
+                        ("/v2/models/tiny-plankton/predict/", "data")):
+        r = client.post(route, files={part: ("red.png", png_bytes((250, 0, 0)))})
+        assert r.status_code == 200, r.text
+    flush_usage()  # (the flusher thread may have written them already: count rows instead)
+    assert pending_usage() == 0 and count() == before + 2
+    with ctx.session() as s:
+        rows = s.scalars(select(UsageEvent).where(UsageEvent.kind == "predict")
+                         .order_by(UsageEvent.id)).all()[-2:]
+        assert [(e.model_id, e.images, e.user_id is not None) for e in rows] == \
+            [(mid, 1, True), (mid, 1, True)]
+        assert rows[1].details == {"route": "deepaas-v2"} and rows[0].bytes > 0
+    buffer_usage(ctx.db_url, user_id=None, kind="predict", images=3, model_id=987654)
+    flush_usage()   # an unknown model (deleted meanwhile): written, model reference cleared
+    with ctx.session() as s:
+        last = s.scalars(select(UsageEvent).order_by(UsageEvent.id.desc())).first()
+        assert (last.model_id, last.images) == (None, 3)
+    with TestClient(create_app(ctx)) as anon:  # leaving the client runs the app's shutdown
+        assert anon.post(f"/api/v1/models/{mid}/predict",
+                         files={"files": ("x.png", png_bytes((1, 1, 1)))}).status_code == 200
+    assert pending_usage() == 0 and count() == before + 4
