@@ -266,7 +266,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("no scheduler address", field="AQUALENS_DASK__ADDRESS",
                               valid="aqualens worker tcp://host:8786")
         console.print(f"worker joining {address} with {nthreads} thread(s)")
-        run_worker(address, nthreads=nthreads, name=name)
+        run_worker(address, nthreads=nthreads, name=name, settings=ctx.settings)
 
 
 def parse_query(text: str) -> dict:

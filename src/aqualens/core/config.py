@@ -40,6 +40,19 @@ class DaskSettings(BaseModel):
     processes: bool = False
 
 
+class ModelSettings(BaseModel):
+    """How model runtimes use the CPU.
+
+    ``intra_op_threads``: threads one ONNX Runtime session (``intra_op_num_threads``) or the
+    TorchScript runtime (``torch.set_num_threads``) uses per inference; 0 = the runtime's default
+    (all cores). Dask worker processes started by AquaLens (the ``LocalCluster`` with
+    ``processes=True``, ``aqualens worker``) set it to their thread count when it is 0, so that N
+    worker processes x threads ~ cores instead of N x all cores.
+    """
+
+    intra_op_threads: int = Field(default=0, ge=0, le=1024)
+
+
 class LimitSettings(BaseModel):
     """Limits applied to uploads and ingested files."""
 
@@ -59,6 +72,7 @@ class Settings(BaseSettings):
     storage_url: str | None = None
     s3: S3Settings = S3Settings()
     dask: DaskSettings = DaskSettings()
+    models: ModelSettings = ModelSettings()
     limits: LimitSettings = LimitSettings()
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

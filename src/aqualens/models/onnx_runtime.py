@@ -13,6 +13,38 @@ from aqualens.models.postprocess import decode
 from aqualens.models.preprocess import preprocess_batch
 
 
+def configured_threads(threads: int | None = None) -> int:
+    """Intra-op threads for a runtime: ``threads`` when given, else this process's setting
+    ``AQUALENS_MODELS__INTRA_OP_THREADS`` (``settings.models.intra_op_threads``; 0 = the
+    runtime's default, all cores). Dask worker processes started by AquaLens get it set to their
+    thread count (see :mod:`aqualens.processing.cluster`)."""
+    if threads is not None:
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+            raise ModelError(f"threads must be an integer >= 0, got {threads!r}",
+                             field="intra_op_threads", valid="0 (runtime default), 1, 2, ...")
+        return threads
+    from aqualens.core.config import get_settings
+
+    return get_settings().models.intra_op_threads
+
+
+def session_options(threads: int | None = None):  # noqa: ANN201 - onnxruntime.SessionOptions
+    """ONNX Runtime session options: full graph optimisation, intra-op threads per
+    :func:`configured_threads` (left to ORT's default when 0)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    n = configured_threads(threads)
+    if n > 0:
+        # Several worker processes share the cores: each session gets its share, and threads
+        # that find no work sleep instead of spinning on cores another process needs.
+        opts.intra_op_num_threads = n
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 def providers_for(device: str) -> list[str]:
     """Execution providers for ``device`` ("auto", "cpu", "cuda")."""
     import onnxruntime as ort
@@ -57,11 +89,12 @@ class OnnxModel(ModelRuntime):
                              field=f"input_spec.{what}", valid=str(d))
 
     @classmethod
-    def load(cls, artefact: Path, info: ModelInfo, device: str = "auto") -> OnnxModel:
+    def load(cls, artefact: Path, info: ModelInfo, device: str = "auto", *,
+             threads: int | None = None) -> OnnxModel:
+        """Load an ONNX artefact; ``threads`` overrides ``settings.models.intra_op_threads``."""
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts = session_options(threads)
         providers = providers_for(device)
         try:
             session = ort.InferenceSession(str(artefact), sess_options=opts, providers=providers)

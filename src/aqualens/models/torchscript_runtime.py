@@ -34,8 +34,17 @@ class TorchScriptModel(ModelRuntime):
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, artefact: Path, info: ModelInfo, device: str = "auto") -> TorchScriptModel:
+    def load(cls, artefact: Path, info: ModelInfo, device: str = "auto", *,
+             threads: int | None = None) -> TorchScriptModel:
+        """Load a TorchScript artefact. ``threads`` (else ``settings.models.intra_op_threads``),
+        when > 0, sets torch's intra-op threads: process-wide, as torch has one pool."""
         import torch
+
+        from aqualens.models.onnx_runtime import configured_threads
+
+        n = configured_threads(threads)
+        if n > 0 and torch.get_num_threads() != n:
+            torch.set_num_threads(n)
 
         if device == "cuda" and not torch.cuda.is_available():
             raise ModelError("device 'cuda' asked for but torch sees no GPU", field="device",

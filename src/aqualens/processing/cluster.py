@@ -7,6 +7,11 @@
   with ``aqualens worker tcp://scheduler:8786`` (or ``dask worker``) wherever the data and
   catalogue are reachable: Kubernetes pods, SLURM jobs via dask-jobqueue (see
   docs/processing.md and deploy/).
+
+Worker processes started here (``processes=True``, ``aqualens worker``) get
+``AQUALENS_MODELS__INTRA_OP_THREADS`` = their thread count unless it is set: each model runtime
+then uses that many threads, so N processes x threads ~ cores (ONNX Runtime and torch would
+otherwise each use every core, and two worker processes on two cores would fight for them).
 """
 
 from __future__ import annotations
@@ -22,6 +27,18 @@ if TYPE_CHECKING:
     from aqualens.core.config import Settings
 
 log = logging.getLogger(__name__)
+THREADS_ENV = "AQUALENS_MODELS__INTRA_OP_THREADS"
+
+
+def worker_env(settings: Settings | None, nthreads: int) -> dict[str, str]:
+    """Environment for a worker process of ``nthreads`` threads: the model intra-op thread
+    count, from the setting when it is non-zero, else ``nthreads``."""
+    import os
+
+    configured = settings.models.intra_op_threads if settings is not None else 0
+    if not configured and os.environ.get(THREADS_ENV, "").strip() not in ("", "0"):
+        return {THREADS_ENV: os.environ[THREADS_ENV].strip()}
+    return {THREADS_ENV: str(configured or max(1, int(nthreads)))}
 
 
 def open_client(settings: Settings, *, timeout_s: float = 30) -> Client:
@@ -36,9 +53,11 @@ def open_client(settings: Settings, *, timeout_s: float = 30) -> Client:
             raise ConfigError(f"cannot reach the Dask scheduler at {dask.address}: {exc}",
                               field="AQUALENS_DASK__ADDRESS",
                               valid="tcp://host:8786 of a running 'dask scheduler'") from None
+    # Threads (processes=False) share this process and its settings: nothing to set there.
+    extra = {"env": worker_env(settings, dask.threads_per_worker)} if dask.processes else {}
     cluster = LocalCluster(n_workers=dask.n_workers, threads_per_worker=dask.threads_per_worker,
                            processes=dask.processes, dashboard_address=None,
-                           silence_logs=logging.WARNING)
+                           silence_logs=logging.WARNING, **extra)
     return Client(cluster, set_as_default=False)
 
 
@@ -61,19 +80,31 @@ def total_threads(client: Client) -> int:
 
 
 def run_worker(address: str, *, nthreads: int = 1, name: str | None = None,
-               memory_limit: str = "auto", nanny: bool = True) -> None:
+               memory_limit: str = "auto", nanny: bool = True,
+               settings: Settings | None = None) -> None:
     """Run a Dask worker that joins the scheduler at ``address`` until interrupted.
 
-    With ``nanny`` a supervisor restarts the worker process if it dies.
+    With ``nanny`` a supervisor restarts the worker process if it dies. The worker's model
+    runtimes use ``nthreads`` intra-op threads unless ``settings.models.intra_op_threads`` (or
+    its environment variable) says otherwise.
     """
     import asyncio
+    import os
 
     from distributed import Nanny, Worker
+
+    env = worker_env(settings, nthreads)
+    kwargs: dict = {"env": env} if nanny else {}
+    if not nanny:  # the worker runs in this process: its settings come from this environment
+        from aqualens.core.config import reset_settings
+
+        os.environ.update(env)
+        reset_settings()
 
     async def main() -> None:
         cls = Nanny if nanny else Worker
         async with cls(address, nthreads=nthreads, name=name,
-                       memory_limit=memory_limit) as worker:
+                       memory_limit=memory_limit, **kwargs) as worker:
             await worker.finished()
 
     asyncio.run(main())
