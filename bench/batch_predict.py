@@ -11,7 +11,19 @@
     services call models.
 
 Prints images/s and the ratios. Targets: (a) >= 0.8 (b), (a) >= 5x (c), 2 workers >= 1.7x 1.
-Usage: ``.venv/bin/python bench/batch_predict.py [--n 400] [--batch 32] [--deepaas-n 150]``
+
+Workloads (``--workload``, see bench/predict_api.py):
+
+- ``vignette`` (default; the platform's main batch use case): N distinct plankton vignettes
+  (the 1,250 UVP6 ones of the shared data folder, else demo/uvp6, then flipped/rotated copies;
+  greyscale PNG ~94x60 px) and the reference plankton classifier (``training.nets.Classifier``,
+  1 channel, 64x64 letterbox, 0.22 M parameters).
+- ``photo`` (the previous setting): N distinct 640x480 JPEGs and a 3-conv CNN at 128x128 RGB.
+
+Worker processes get ``AQUALENS_MODELS__INTRA_OP_THREADS`` = their thread count (1 here) from
+the LocalCluster AquaLens starts; ``--worker-threads-env 0`` measures without it (ORT default).
+Usage: ``.venv/bin/python bench/batch_predict.py [--workload vignette|photo] [--n N]
+[--batch 32] [--deepaas-n M]``
 """
 
 from __future__ import annotations
@@ -29,7 +41,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from predict_api import SIZE, build_model, free_port, wait
+from predict_api import (WORKLOADS, build_model, deepaas_env, free_port, input_spec,
+                         make_vignettes, wait)
+from deepaas_onnx_module import prep, read
 
 BIN = Path(sys.executable).parent
 
@@ -51,7 +65,18 @@ def make_images(folder: Path, n: int) -> list[Path]:
     return out
 
 
-def setup_instance(data: Path, files: list[Path], model: Path):
+def write_vignettes(folder: Path, n: int) -> tuple[str, list[Path]]:
+    """N distinct vignette PNGs (see predict_api.make_vignettes)."""
+    source, blobs = make_vignettes(n)
+    out = []
+    for i, data in enumerate(blobs):
+        path = folder / f"vig{i:06d}.png"
+        path.write_bytes(data)
+        out.append(path)
+    return source, out
+
+
+def setup_instance(data: Path, files: list[Path], model: Path, workload: str):
     from aqualens.catalog.context import Context
     from aqualens.catalog.instance import init_instance
     from aqualens.catalog.users import get_admin
@@ -68,14 +93,14 @@ def setup_instance(data: Path, files: list[Path], model: Path):
     ingest_paths(ctx, files[:4], collection="warm", owner_id=owner)
     info = ModelInfo(name="bench", version="1.0.0", task="classify",
                      labels=[f"class_{i}" for i in range(10)],
-                     input_spec={"height": SIZE, "width": SIZE})
+                     input_spec=input_spec(workload))
     with ctx.session() as s:
         register_model(s, ctx.store, model, info, owner)
     return ctx, owner
 
 
 def aqualens_job(data: Path, workers: int, batch: int, processes: bool = True,
-                 threads: int = 1) -> dict:
+                 threads: int = 1, intra_op_env: str | None = None) -> dict:
     """Run the job on a fresh LocalCluster of ``workers`` processes (or in-process threads)."""
     from aqualens.catalog.context import Context
     from aqualens.catalog.tables import Job
@@ -83,6 +108,10 @@ def aqualens_job(data: Path, workers: int, batch: int, processes: bool = True,
     from aqualens.processing import jobs
     from aqualens.processing.runner import Runner
 
+    if intra_op_env is not None:  # "0": worker processes keep ORT's default (all cores)
+        os.environ["AQUALENS_MODELS__INTRA_OP_THREADS"] = intra_op_env
+    else:
+        os.environ.pop("AQUALENS_MODELS__INTRA_OP_THREADS", None)
     ctx = Context(load_settings(data_dir=data, dask={"n_workers": workers,
                                                      "threads_per_worker": threads,
                                                      "processes": processes}))
@@ -120,19 +149,15 @@ def aqualens_job(data: Path, workers: int, batch: int, processes: bool = True,
             "worker_seconds": job["outputs"].get("worker_seconds"), "owner": owner}
 
 
-def raw_loop(paths: list[Path], model: Path, batch: int) -> dict:
-    import cv2
+def raw_loop(paths: list[Path], model: Path, batch: int, workload: str) -> dict:
+    """Read, decode, preprocess, onnxruntime (default session options), batch by batch."""
     import onnxruntime as ort
 
+    spec = WORKLOADS[workload]
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     t0 = time.perf_counter()
     for i in range(0, len(paths), batch):
-        xs = []
-        for p in paths[i:i + batch]:
-            img = cv2.imdecode(np.frombuffer(p.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-            x = cv2.resize(img, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-            xs.append((x.astype(np.float32) / 255).transpose(2, 0, 1))
+        xs = [prep(read(p.read_bytes(), spec["channels"]), spec) for p in paths[i:i + batch]]
         logits = sess.run(None, {"input": np.ascontiguousarray(np.stack(xs))})[0]
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         np.argsort(-(p / p.sum(axis=1, keepdims=True)), axis=1)[:, :5]
@@ -140,17 +165,18 @@ def raw_loop(paths: list[Path], model: Path, batch: int) -> dict:
     return {"images": len(paths), "seconds": elapsed, "images_per_s": len(paths) / elapsed}
 
 
-def deepaas(paths: list[Path], model: Path, work: Path) -> dict:
+def deepaas(paths: list[Path], model: Path, work: Path, workload: str) -> dict:
     import httpx
 
     dist = work / "eps" / "bench_onnx-1.0.0.dist-info"
-    dist.mkdir(parents=True)
+    dist.mkdir(parents=True, exist_ok=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-onnx\nVersion: 1.0.0\n")
     (dist / "entry_points.txt").write_text("[deepaas.v2.model]\nbench-onnx = deepaas_onnx_module\n")
     port = free_port()
-    env = {**os.environ, "BENCH_ONNX_MODEL": str(model), "BENCH_SIZE": str(SIZE),
+    env = {**os.environ, "BENCH_ONNX_MODEL": str(model), **deepaas_env(workload),
            "DEEPAAS_V2_MODEL": "bench-onnx",
            "PYTHONPATH": os.pathsep.join([str(work / "eps"), str(ROOT / "bench")])}
+    media = WORKLOADS[workload]["media"]
     proc = subprocess.Popen([str(BIN / "deepaas-run"), "--listen-ip", "127.0.0.1",
                              "--listen-port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -159,11 +185,11 @@ def deepaas(paths: list[Path], model: Path, work: Path) -> dict:
         wait(f"{url}/v2/models/bench-onnx/")
         with httpx.Client(base_url=url, timeout=60) as c:
             c.post("/v2/models/bench-onnx/predict/",  # warm
-                   files={"data": ("x.jpg", paths[0].read_bytes(), "image/jpeg")})
+                   files={"data": (paths[0].name, paths[0].read_bytes(), media)})
             t0 = time.perf_counter()
             for p in paths:
                 r = c.post("/v2/models/bench-onnx/predict/",
-                           files={"data": (p.name, p.read_bytes(), "image/jpeg")})
+                           files={"data": (p.name, p.read_bytes(), media)})
                 assert r.status_code == 200, r.text
             elapsed = time.perf_counter() - t0
     finally:
@@ -174,16 +200,37 @@ def deepaas(paths: list[Path], model: Path, work: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="vignette")
+    ap.add_argument("--n", type=int, default=None, help="images (default 4000 vignettes, "
+                                                        "400 photos)")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--deepaas-n", type=int, default=150)
+    ap.add_argument("--deepaas-n", type=int, default=None,
+                    help="requests to deepaas-run (default 1000 vignettes, 150 photos)")
+    ap.add_argument("--skip-embedded", action="store_true",
+                    help="skip the in-process (threads) cluster run")
+    ap.add_argument("--worker-threads-env", default=None,
+                    help="AQUALENS_MODELS__INTRA_OP_THREADS for the worker runs (default: "
+                         "unset, so the LocalCluster sets it to threads_per_worker)")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
-    model = build_model(work)
+    vig = args.workload == "vignette"
+    args.n = args.n or (4000 if vig else 400)
+    args.deepaas_n = min(args.n, args.deepaas_n or (1000 if vig else 150))
+    work = Path(tempfile.mkdtemp(prefix="bench-batch-", dir=ROOT / "bench" / "out"))
+    # Built in a child process: torch stays out of this process (the raw loop runs here).
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                    f"sys.path.insert(0, {str(ROOT / 'bench')!r}); "
+                    f"from predict_api import build_model; build_model(Path({str(work)!r}), "
+                    f"{args.workload!r})"], check=True, capture_output=True)
+    model = work / "bench.onnx"
     (work / "images").mkdir()
-    files = make_images(work / "images", args.n)
+    if vig:
+        source, files = write_vignettes(work / "images", args.n)
+    else:
+        source, files = "generated 640x480 JPEGs", make_images(work / "images", args.n)
     data = work / "data"
-    ctx, _ = setup_instance(data, files, model)
+    t0 = time.perf_counter()
+    ctx, _ = setup_instance(data, files, model, args.workload)
+    setup_s = time.perf_counter() - t0
     from sqlalchemy import select
 
     from aqualens.catalog.tables import Image
@@ -191,29 +238,38 @@ def main() -> None:
     with ctx.session() as s:  # the catalogue's blobs: what (a) reads, and (b) reads too
         paths = [ctx.store.local_path(sha) for sha in s.scalars(select(Image.sha256)
                                                                  .order_by(Image.id))]
-    res = {"n": args.n, "batch": args.batch, "cores": os.cpu_count(),
-           "load_avg_start": os.getloadavg()[0]}
-    res["raw"] = raw_loop(paths, model, args.batch)
-    res["aqualens_1_worker"] = aqualens_job(data, 1, args.batch)
-    res["aqualens_2_workers"] = aqualens_job(data, 2, args.batch)
-    # The embedded default: one in-process worker with 2 threads (no inter-process hops).
-    res["aqualens_embedded_2_threads"] = aqualens_job(data, 1, args.batch, processes=False,
-                                                      threads=2)
-    res["raw_again"] = raw_loop(paths, model, args.batch)  # the machine is shared: bracket (a)
-    res["deepaas"] = deepaas(paths[:args.deepaas_n], model, work)
-    res["load_avg_end"] = os.getloadavg()[0]
+    paths = paths[:args.n]
+    res = {"workload": args.workload, "image_source": source, "n": args.n, "batch": args.batch,
+           "cores": os.cpu_count(), "setup_s": setup_s,
+           "image_bytes_mean": float(np.mean([p.stat().st_size for p in paths])),
+           "load_avg_start": os.getloadavg()}
+    res["raw"] = raw_loop(paths, model, args.batch, args.workload)
+    env = args.worker_threads_env
+    res["aqualens_1_worker"] = aqualens_job(data, 1, args.batch, intra_op_env=env)
+    res["aqualens_2_workers"] = aqualens_job(data, 2, args.batch, intra_op_env=env)
+    if not args.skip_embedded:
+        # The embedded default: one in-process worker with 2 threads (no inter-process hops).
+        res["aqualens_embedded_2_threads"] = aqualens_job(data, 1, args.batch, processes=False,
+                                                          threads=2)
+    res["raw_again"] = raw_loop(paths, model, args.batch, args.workload)  # bracket (a)
+    res["deepaas"] = deepaas(paths[:args.deepaas_n], model, work, args.workload)
+    res["load_avg_end"] = os.getloadavg()
     raw = (res["raw"]["images_per_s"] + res["raw_again"]["images_per_s"]) / 2
     a1 = res["aqualens_1_worker"]["images_per_s"]
     a2 = res["aqualens_2_workers"]["images_per_s"]
-    a0 = res["aqualens_embedded_2_threads"]["images_per_s"]
+    a0 = res.get("aqualens_embedded_2_threads", {}).get("images_per_s", 0.0)
     best = max(a1, a2, a0)
     dp = res["deepaas"]["images_per_s"]
     res["ratios"] = {"a_over_b": best / raw, "a1_over_b": a1 / raw, "a_over_c": best / dp,
                      "two_over_one_worker": a2 / a1}
-    print(f"(b) raw onnxruntime loop     {raw:8.1f} images/s (mean of two runs)")
-    print(f"(a) AquaLens job, 1 worker   {a1:8.1f} images/s")
-    print(f"(a) AquaLens job, 2 workers  {a2:8.1f} images/s")
-    print(f"(a) AquaLens job, embedded   {a0:8.1f} images/s (1 in-process worker, 2 threads)")
+    print(f"workload {args.workload}: {args.n} images from {source}, batch {args.batch}, "
+          f"load avg {res['load_avg_start'][0]:.2f} -> {res['load_avg_end'][0]:.2f}")
+    print(f"(b) raw onnxruntime loop     {raw:8.1f} images/s (mean of two runs: "
+          f"{res['raw']['images_per_s']:.1f}, {res['raw_again']['images_per_s']:.1f})")
+    print(f"(a) AquaLens job, 1 worker   {a1:8.1f} images/s (1 process x 1 thread)")
+    print(f"(a) AquaLens job, 2 workers  {a2:8.1f} images/s (2 processes x 1 thread)")
+    if a0:
+        print(f"(a) AquaLens job, embedded   {a0:8.1f} images/s (1 in-process worker, 2 threads)")
     print(f"(c) deepaas-run, 1 req/image {dp:8.1f} images/s")
     r = res["ratios"]
     print(f"(a)/(b) = {r['a_over_b']:.2f} (target >= 0.8; 1 worker: {r['a1_over_b']:.2f})   "

@@ -12,7 +12,18 @@ rotated order), so a change in the background load of a shared machine hits all 
 AquaLens runs as ``aqualens serve`` would run it without its job runner: one uvicorn process,
 uvloop + httptools, log level warning. deepaas-run runs with its defaults.
 Prints requests/s, p50 and p99 for each, and the ratios; checks that both servers agree on the
-top-1 label of every image. Usage: ``.venv/bin/python bench/predict_api.py [--n 300]``
+top-1 label of every image.
+
+Workloads (``--workload``):
+
+- ``vignette`` (default; the identify use case): plankton vignettes (greyscale PNG, ~94x60 px,
+  ~1.3 KB: the UVP6 sample of the shared data folder when present, else demo/uvp6, else
+  generated ones of that size) classified by the reference plankton classifier
+  (``aqualens.training.nets.Classifier`` at its defaults, 1 channel, 64x64 letterbox, 0.22 M
+  parameters; untrained weights: the cost is the same).
+- ``photo`` (the previous setting): 640x480 JPEGs (~118 KB) and a 3-conv CNN at 128x128 RGB.
+
+Usage: ``.venv/bin/python bench/predict_api.py [--n 300] [--workload vignette|photo]``
 """
 
 from __future__ import annotations
@@ -33,7 +44,80 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SIZE = 128
+SIZE = 128  # the photo workload's input size
+# Per workload: the model's input spec (as AquaLens' input_spec and as bench/deepaas_onnx_module
+# reads it from BENCH_* variables), the image file suffix and media type.
+WORKLOADS = {
+    "photo": {"size": 128, "channels": 3, "resize": "stretch", "mean": 0.0, "std": 1.0,
+              "suffix": ".jpg", "media": "image/jpeg"},
+    "vignette": {"size": 64, "channels": 1, "resize": "letterbox", "mean": 0.5, "std": 0.25,
+                 "suffix": ".png", "media": "image/png"},
+}
+UVP6_DIRS = (Path("/work/shared/data/uvp6"), ROOT / "demo" / "uvp6")
+
+
+def input_spec(workload: str) -> dict:
+    w = WORKLOADS[workload]
+    return {"height": w["size"], "width": w["size"], "channels": w["channels"],
+            "resize": w["resize"], "mean": [w["mean"]] * w["channels"],
+            "std": [w["std"]] * w["channels"]}
+
+
+def deepaas_env(workload: str) -> dict[str, str]:
+    w = WORKLOADS[workload]
+    return {"BENCH_SIZE": str(w["size"]), "BENCH_CHANNELS": str(w["channels"]),
+            "BENCH_RESIZE": w["resize"], "BENCH_MEAN": str(w["mean"]),
+            "BENCH_STD": str(w["std"])}
+
+
+def vignette_sources() -> tuple[str, list[Path]]:
+    """The UVP6 vignettes (shared data folder, else the demo sample); [] when neither exists."""
+    for folder in UVP6_DIRS:
+        files = sorted(folder.glob("*/*.png"))
+        if files:
+            return str(folder), files
+    return "generated", []
+
+
+def make_vignettes(n: int, seed: int = 0) -> tuple[str, list[bytes]]:
+    """``n`` distinct greyscale PNG vignettes: the UVP6 ones, then flipped/rotated copies of
+    them (8 dihedral variants; a pixel nudged when a symmetric one would repeat), or generated
+    blobs of that size when no sample exists. Returns (source, encoded PNGs)."""
+    import hashlib
+
+    import cv2
+
+    source, files = vignette_sources()
+    rng = np.random.default_rng(seed)
+    if files:
+        bases = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]
+    else:  # dark blobs on a light background, ~94x60 like UVP6 vignettes
+        bases = []
+        for _ in range(200):
+            h, w = int(rng.integers(40, 80)), int(rng.integers(60, 120))
+            yy, xx = np.mgrid[0:h, 0:w]
+            r = ((yy - h / 2) / (h / 3)) ** 2 + ((xx - w / 2) / (w / 3)) ** 2
+            img = 230 - 150 * np.exp(-r) + rng.normal(0, 6, (h, w))
+            bases.append(np.clip(img, 0, 255).astype(np.uint8))
+    out, seen = [], set()
+    k = 0
+    while len(out) < n:
+        variant, base = divmod(k, len(bases))
+        img = bases[base]
+        if variant % 8 >= 4:
+            img = img[:, ::-1]
+        img = np.ascontiguousarray(np.rot90(img, variant % 4))
+        if variant >= 8:  # beyond the 8 dihedral copies: a faint brightness change
+            img = np.clip(img.astype(np.int16) + (variant // 8), 0, 255).astype(np.uint8)
+        data = cv2.imencode(".png", img)[1].tobytes()
+        while hashlib.sha256(data).digest() in seen:
+            img = img.copy()
+            img[0, 0] = (int(img[0, 0]) + 1) % 256
+            data = cv2.imencode(".png", img)[1].tobytes()
+        seen.add(hashlib.sha256(data).digest())
+        out.append(data)
+        k += 1
+    return source, out
 
 
 def free_port() -> int:
@@ -42,15 +126,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def build_model(folder: Path) -> Path:
+def build_model(folder: Path, workload: str = "photo") -> Path:
+    """The workload's classifier as ONNX (10 classes), at ``folder/bench.onnx``."""
     import torch
     from torch import nn
 
     torch.manual_seed(0)
+    path = folder / "bench.onnx"
+    if workload == "vignette":
+        from aqualens.training.export import export_onnx
+        from aqualens.training.nets import Classifier, NetConfig
+
+        w = WORKLOADS[workload]
+        net = Classifier(NetConfig(task="classify", num_classes=10, in_channels=w["channels"]))
+        return export_onnx(net.eval(), path, w["channels"], w["size"], w["size"])
     net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1),
                         nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
-    path = folder / "bench.onnx"
     torch.onnx.export(net, torch.rand(1, 3, SIZE, SIZE), str(path), input_names=["input"],
                       output_names=["logits"], dynamic_axes={"input": {0: "n"},
                                                              "logits": {0: "n"}}, dynamo=False)
@@ -119,19 +211,32 @@ def measure(targets: dict, images: list[bytes], n: int, rounds: int, warmup: int
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300, help="timed requests per target")
-    ap.add_argument("--images", type=int, default=16, help="distinct JPEGs, cycled")
+    ap.add_argument("--images", type=int, default=None,
+                    help="distinct images, cycled (default: 16 photos, 64 vignettes)")
     ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds")
     ap.add_argument("--warmup", type=int, default=20, help="uncounted requests per target")
+    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="vignette",
+                    help="vignette: UVP6 vignettes + reference plankton CNN (default); "
+                         "photo: 640x480 JPEGs + 3-conv CNN at 128x128")
     args = ap.parse_args()
+    wl = WORKLOADS[args.workload]
+    if args.images is None:
+        args.images = 64 if args.workload == "vignette" else 16
     work = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     # Built in a child process: torch (and its OpenMP threads) stays out of the process that
     # runs the client and the raw loop.
     subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
                     f"sys.path.insert(0, {str(ROOT / 'bench')!r}); "
-                    f"from predict_api import build_model; build_model(Path({str(work)!r}))"],
+                    f"from predict_api import build_model; build_model(Path({str(work)!r}), "
+                    f"{args.workload!r})"],
                    check=True, capture_output=True)
     model = work / "bench.onnx"
-    images = [make_image(seed) for seed in range(args.images)]
+    if args.workload == "vignette":
+        source, images = make_vignettes(args.images)
+    else:
+        source, images = "generated 640x480 JPEGs", [make_image(seed)
+                                                      for seed in range(args.images)]
+    fname = "x" + wl["suffix"]
     procs = []
     try:
         # --- AquaLens ------------------------------------------------------------------
@@ -146,8 +251,8 @@ def main() -> None:
             "from aqualens.models.registry import register_model\n"
             "ctx = Context(); init_instance(ctx)\n"
             "info = ModelInfo(name='bench', version='1.0.0', task='classify',\n"
-            f"    labels=[f'class_{{i}}' for i in range(10)], input_spec={{'height': {SIZE}, "
-            f"'width': {SIZE}}})\n"
+            f"    labels=[f'class_{{i}}' for i in range(10)], "
+            f"input_spec={input_spec(args.workload)!r})\n"
             "with ctx.session() as s:\n"
             f"    m = register_model(s, ctx.store, Path({str(model)!r}), info, get_admin(s).id,"
             " visibility='public'); print(m.id)\n")
@@ -169,7 +274,7 @@ def main() -> None:
         (dist / "entry_points.txt").write_text("[deepaas.v2.model]\n"
                                                "bench-onnx = deepaas_onnx_module\n")
         dport = free_port()
-        denv = {**os.environ, "BENCH_ONNX_MODEL": str(model), "BENCH_SIZE": str(SIZE),
+        denv = {**os.environ, "BENCH_ONNX_MODEL": str(model), **deepaas_env(args.workload),
                 "DEEPAAS_V2_MODEL": "bench-onnx",
                 "PYTHONPATH": os.pathsep.join([str(work / "eps"), str(ROOT / "bench")])}
         procs.append(subprocess.Popen(
@@ -179,29 +284,29 @@ def main() -> None:
         wait(f"{dp_url}/v2/models/bench-onnx/")
 
         # --- raw onnxruntime loop -----------------------------------------------------------
-        import cv2
         import onnxruntime as ort
+
+        sys.path.insert(0, str(ROOT / "bench"))
+        from deepaas_onnx_module import prep, read
 
         sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
         labels = [f"class_{i}" for i in range(10)]
 
-        def raw(image: bytes) -> str:
-            img = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
-            x = cv2.resize(img, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-            x = np.ascontiguousarray((x.astype(np.float32) / 255).transpose(2, 0, 1)[None])
+        def raw(image: bytes) -> str:  # decode + the same preprocessing + onnxruntime, batch 1
+            x = np.ascontiguousarray(prep(read(image, wl["channels"]), wl)[None])
             return labels[int(np.argmax(sess.run(None, {"input": x})[0][0]))]
 
         with httpx.Client(base_url=aql_url, timeout=60) as ca, \
                 httpx.Client(base_url=dp_url, timeout=60) as cd:
             def aql(image: bytes) -> str:
                 r = ca.post(f"/api/v1/models/{mid}/predict",
-                            files={"files": ("x.jpg", image, "image/jpeg")})
+                            files={"files": (fname, image, wl["media"])})
                 assert r.status_code == 200, r.text
                 return r.json()["results"][0]["result"]["top"][0]["label"]
 
             def dp(image: bytes) -> str:
                 r = cd.post("/v2/models/bench-onnx/predict/",
-                            files={"data": ("x.jpg", image, "image/jpeg")})
+                            files={"data": (fname, image, wl["media"])})
                 assert r.status_code == 200, r.text
                 body = r.json()
                 return (body.get("predictions", body))["labels"][0]
@@ -221,7 +326,9 @@ def main() -> None:
                                                tops["raw_onnxruntime"]))
     print(f"top-1 label identical for {agree}/{len(images)} images across the three")
     res_aql, res_dp, res_raw = res["aqualens"], res["deepaas"], res["raw_onnxruntime"]
-    out = {"n": args.n, "images": args.images, "rounds": args.rounds, "warmup": args.warmup,
+    out = {"workload": args.workload, "image_source": source,
+           "image_bytes_mean": float(np.mean([len(i) for i in images])),
+           "n": args.n, "images": args.images, "rounds": args.rounds, "warmup": args.warmup,
            "top1_agree": agree, "load_avg": os.getloadavg(), "aqualens": res_aql, "deepaas": res_dp,
            "raw_onnxruntime": res_raw,
            "ratio_rps_aqualens_vs_deepaas": res_aql["rps"] / res_dp["rps"],

@@ -67,9 +67,31 @@ def test_ingest_public(runner, tmp_path: Path):
         assert s.scalar(select(Collection.visibility).where(Collection.name == "pub")) == "public"
 
 
-def test_demo_is_idempotent(runner):
-    result = runner.invoke(app, ["demo", "--path", str(DEMO)])
+def _reference_models(folder: Path) -> Path:
+    """A folder like the repo's models/: one tiny valid package and one broken file."""
+    from aqualens.models.base import ModelInfo
+    from aqualens.models.package import build_package
+    from tests.models.nets import classifier_info, export_classifier
+
+    (folder / "build").mkdir()
+    onnx_path, _ = export_classifier(folder / "build")
+    build_package(folder / "models" / "tiny-reference.aqlmodel", onnx_path,
+                  ModelInfo.from_dict(classifier_info("tiny-reference", "1.0.0")))
+    write(folder / "models" / "broken.aqlmodel", b"not a zip")
+    return folder / "models"
+
+
+def test_demo_is_idempotent(runner, tmp_path: Path):
+    from aqualens.catalog.tables import Model
+
+    models = _reference_models(tmp_path)
+    result = runner.invoke(app, ["demo", "--path", str(DEMO), "--models", str(models)])
     assert result.exit_code == 0, result.output
+    assert "tiny-reference.aqlmodel: imported as tiny-reference@1.0.0" in result.output
+    assert "broken.aqlmodel: skipped: not a readable model package" in result.output
+    with _ctx().session() as s:
+        rows = s.execute(select(Model.name, Model.visibility)).all()
+        assert [tuple(r) for r in rows] == [("tiny-reference", "public")]
     assert "aql_" in result.output  # the admin token, once
     with _ctx().session() as s:
         counts = dict(s.execute(select(Collection.name, func.count())
@@ -81,9 +103,12 @@ def test_demo_is_idempotent(runner):
         assert "copepoda" in cop.search_text
         eco = s.scalar(select(Image).where(Image.original_name == "m106_mn01_n1_sml_409.jpg"))
         assert eco.lat == -44.72543333333333 and eco.instrument == "epson"
-    again = runner.invoke(app, ["demo", "--path", str(DEMO)])
+    again = runner.invoke(app, ["demo", "--path", str(DEMO), "--models", str(models)])
     assert again.exit_code == 0 and again.output.count("already ingested") == 3
     assert "aql_" not in again.output
+    assert "tiny-reference.aqlmodel: already registered" in again.output
+    with _ctx().session() as s:
+        assert s.scalar(select(func.count()).select_from(Model)) == 1
 
 
 def test_demo_missing_folder(runner, tmp_path: Path):

@@ -40,6 +40,51 @@ def default_demo_dir() -> Path:
     return Path(aqualens.__file__).resolve().parents[2] / "demo"
 
 
+def default_models_dir() -> Path:
+    """``models/`` at the root of the source tree: the reference models (``make models``)."""
+    import aqualens
+
+    return Path(aqualens.__file__).resolve().parents[2] / "models"
+
+
+def import_reference_models(ctx, models_dir: Path, owner_id: int) -> list[tuple[str, str]]:
+    """Register every ``models_dir/*.aqlmodel`` as a public model, idempotently.
+
+    A package whose artefact sha256 is already registered is skipped without unpacking it (the
+    sha256 is read from the package's metadata). Returns ``(file name, outcome)`` pairs, outcome
+    ``imported``, ``already registered`` or ``skipped: <reason>`` (a broken or conflicting
+    package does not stop the demo).
+    """
+    import json
+    import zipfile
+
+    from sqlalchemy import select
+
+    from aqualens.catalog.tables import Model
+    from aqualens.core.errors import AquaLensError
+    from aqualens.models.package import META, import_package
+
+    out = []
+    for path in sorted(Path(models_dir).glob("*.aqlmodel")) if Path(models_dir).is_dir() else []:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                sha = json.loads(zf.read(META))["artefact"]["sha256"]
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+            out.append((path.name, f"skipped: not a readable model package ({exc})"))
+            continue
+        with ctx.session() as s:
+            if s.scalar(select(Model.id).where(Model.artefact_sha256 == sha).limit(1)):
+                out.append((path.name, "already registered"))
+                continue
+        try:
+            model = import_package(ctx, path, owner_id, visibility="public")
+        except AquaLensError as exc:
+            out.append((path.name, f"skipped: {exc}"))
+            continue
+        out.append((path.name, f"imported as {model.name}@{model.version}"))
+    return out
+
+
 def run_ingest(ctx, paths: list[Path], *, collection: str, owner_id: int,
                metadata: Path | None, mapping: dict[str, str], visibility: str,
                workers: int | None = None):
@@ -142,11 +187,17 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def demo(path: Optional[Path] = typer.Option(None, "--path", envvar="AQUALENS_DEMO_DIR",
                                                  help="Folder of the demo sample "
-                                                      "(default: demo/ of the source tree).")
+                                                      "(default: demo/ of the source tree)."),
+             models: Optional[Path] = typer.Option(
+                 None, "--models", envvar="AQUALENS_MODELS_DIR",
+                 help="Folder of reference model packages (*.aqlmodel) to register as public "
+                      "models (default: models/ of the source tree)."),
              ) -> None:
-        """Initialise the instance and ingest the bundled demo sample into public collections.
+        """Initialise the instance, ingest the bundled demo sample into public collections and
+        register the reference models (``models/*.aqlmodel``) as public models.
 
-        Idempotent: sets already ingested unchanged are skipped (``make run`` calls it each time).
+        Idempotent: sets already ingested unchanged and packages whose artefact is already
+        registered are skipped (``make run`` calls it each time).
         """
         from sqlalchemy import select
 
@@ -186,4 +237,7 @@ def register(app: typer.Typer) -> None:
                 row = s.get(Collection, report.collection_id)
                 row.description = row.description or description
                 row.meta = {**(row.meta or {}), "demo_manifest": fingerprint}
+        for fname, outcome in import_reference_models(ctx, models or default_models_dir(),
+                                                      owner.id):
+            console.print(f"{fname}: {outcome}", highlight=False)
         console.print("Demo ready: aqualens serve, then http://127.0.0.1:8000")

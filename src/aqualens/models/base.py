@@ -247,7 +247,9 @@ class Classification:
         return self.top[0] if self.top else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "top": [asdict(t) for t in self.top]}
+        # vars() of a flat dataclass of scalars = asdict(), without its deep-copy walk
+        # (a batch job serialises thousands of these).
+        return {"task": self.task, "top": [dict(vars(t)) for t in self.top]}
 
 
 @dataclass

@@ -316,22 +316,19 @@ def insert_results(session: Session, job_id: str, results: Iterable[dict]) -> li
             for r in results]
     if not rows:
         return []
-    existing = done_image_ids(session, job_id, [r["image_id"] for r in rows])
-    seen: set[int] = set(existing)
+    seen: set[int] = set()  # a repeated image in one call: its first row counts
     rows = [r for r in rows if not (r["image_id"] in seen or seen.add(r["image_id"]))]
-    if not rows:
-        return []
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(JobResult).on_conflict_do_nothing(index_elements=["job_id", "image_id"])
-    inserted = []
-    for row in rows:  # one by one so rowcount tells which rows were really new
-        if session.execute(stmt.values(**row)).rowcount == 1:
-            inserted.append(row["image_id"])
-    return inserted
+    # One multi-row statement; RETURNING names the rows really inserted (a conflicting row
+    # returns nothing), so a concurrent writer of the same (job, image) still wins exactly once.
+    stmt = (insert(JobResult.__table__)
+            .on_conflict_do_nothing(index_elements=["job_id", "image_id"])
+            .returning(JobResult.__table__.c.image_id))
+    return [int(i) for i in session.execute(stmt, rows).scalars()]
 
 
 def record_results(session: Session, job_id: str, results: Iterable[dict]) -> tuple[int, int]:
