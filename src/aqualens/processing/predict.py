@@ -132,8 +132,9 @@ def write_annotations(session: Session, *, job_id: str | None, model_id: int, ow
              "attributes": a["attributes"], "visibility": vis.get(image_id, "private"),
              "is_current": True, "supersedes_id": None, "created_at": now}
             for image_id, a in items]
-    # A bulk INSERT (executemany) instead of one ORM object per annotation.
-    session.execute(insert(Annotation), rows)
+    # One Core executemany INSERT instead of one ORM object per annotation (every column is
+    # given, so no ORM defaults are needed).
+    session.execute(insert(Annotation.__table__), rows)
     return len(rows)
 
 

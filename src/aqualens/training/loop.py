@@ -351,12 +351,24 @@ def train(cfg: TrainConfig, train_data: TrainData, val_data: TrainData | None, n
     net.to(device)
 
     steps_per_epoch = max(1, math.ceil(len(train_data) / cfg.batch_size))
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup = min(3 * steps_per_epoch, total_steps // 5 + 1)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else
-        0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total_steps - warmup))))
+    # ``plan`` is the cosine horizon. With ``max_minutes`` it shrinks to the epochs that fit the
+    # budget (measured epoch time), so a time-capped run still anneals instead of being cut off
+    # at a high learning rate. Stored in the checkpoint so a resumed run keeps the same horizon.
+    plan = {"epochs": cfg.epochs}
+    warmup = min(3 * steps_per_epoch, cfg.epochs * steps_per_epoch // 5 + 1)
+    # foreach=False: the multi-tensor path imports torch._dynamo on first use (seconds on a
+    # CPU), for no gain on networks this small.
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            foreach=False)
+
+    def lr_factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        total = plan["epochs"] * steps_per_epoch
+        t = min(1.0, (s - warmup) / max(1, total - warmup))
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
 
     start_epoch, best, best_epoch, bad, history = 1, -1.0, 0, 0, []
     if resume:
@@ -366,6 +378,7 @@ def train(cfg: TrainConfig, train_data: TrainData, val_data: TrainData | None, n
         start_epoch = resume["epoch"] + 1
         best, best_epoch, bad = resume["best_metric"], resume["best_epoch"], resume["bad_epochs"]
         history = resume["history"]
+        plan["epochs"] = int(resume.get("planned_epochs", cfg.epochs))
         _set_rng_state(resume["rng"], gen)
 
     aug_c = ClassifyAugment() if cfg.augment and not det else None
@@ -386,6 +399,9 @@ def train(cfg: TrainConfig, train_data: TrainData, val_data: TrainData | None, n
     stopped = "epochs"
     epoch = start_epoch - 1
     for epoch in range(start_epoch, cfg.epochs + 1):
+        if epoch > plan["epochs"]:
+            stopped = "time"
+            break
         te = time.monotonic()
         net.train()
         if sample_p is not None:
@@ -452,17 +468,22 @@ def train(cfg: TrainConfig, train_data: TrainData, val_data: TrainData | None, n
                           "metric": metric, "train_config": cfg.to_dict()}, workdir / "best.pt")
         else:
             bad += 1
+        elapsed = time.monotonic() - t0
+        per_epoch = elapsed / (epoch - start_epoch + 1)
+        if cfg.max_minutes:
+            left = cfg.max_minutes * 60 - prior_seconds - elapsed
+            fit = epoch + int(max(0.0, left) / max(per_epoch, 1e-6))
+            plan["epochs"] = max(epoch, min(plan["epochs"], fit))
         _save_atomic({"net_config": net_cfg.to_dict(), "model": net.state_dict(),
                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                       "epoch": epoch, "best_metric": best, "best_epoch": best_epoch,
                       "bad_epochs": bad, "history": history, "rng": _rng_state(gen),
+                      "planned_epochs": plan["epochs"],
                       "names": names, "mean": mean, "std": std, "train_config": cfg.to_dict()},
                      last)
-        elapsed = time.monotonic() - t0
-        per_epoch = elapsed / (epoch - start_epoch + 1)
         if progress:
-            progress({**rec, "epochs": cfg.epochs, "best": best, "best_epoch": best_epoch,
-                      "eta_s": per_epoch * (cfg.epochs - epoch)})
+            progress({**rec, "epochs": plan["epochs"], "best": best, "best_epoch": best_epoch,
+                      "eta_s": per_epoch * (plan["epochs"] - epoch)})
         if epoch >= cfg.min_epochs and bad >= cfg.patience:
             stopped = "early"
             break
