@@ -218,6 +218,9 @@ def main() -> None:
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="vignette",
                     help="vignette: UVP6 vignettes + reference plankton CNN (default); "
                          "photo: 640x480 JPEGs + 3-conv CNN at 128x128")
+    ap.add_argument("--server-threads", type=int, default=None,
+                    help="also measure a second AquaLens server started with "
+                         "AQUALENS_MODELS__INTRA_OP_THREADS=N (the first keeps the default)")
     args = ap.parse_args()
     wl = WORKLOADS[args.workload]
     if args.images is None:
@@ -258,14 +261,20 @@ def main() -> None:
             " visibility='public'); print(m.id)\n")
         mid = subprocess.run([sys.executable, "-c", setup], env=env, check=True,
                              capture_output=True, text=True).stdout.split()[-1]
-        port = free_port()
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "aqualens.api.app:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--loop", "uvloop",
-             "--http", "httptools", "--log-level", "warning", "--no-access-log"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        aql_url = f"http://127.0.0.1:{port}"
-        wait(f"{aql_url}/api/v1/health")
+        urls = {}
+        servers = {"aqualens": env}
+        if args.server_threads is not None:
+            servers[f"aqualens_threads{args.server_threads}"] = {
+                **env, "AQUALENS_MODELS__INTRA_OP_THREADS": str(args.server_threads)}
+        for name, senv in servers.items():
+            port = free_port()
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "aqualens.api.app:create_app", "--factory",
+                 "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--loop",
+                 "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"],
+                env=senv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            urls[name] = f"http://127.0.0.1:{port}"
+            wait(f"{urls[name]}/api/v1/health")
         # --- deepaas-run -----------------------------------------------------------------
         dist = work / "eps" / "bench_onnx-1.0.0.dist-info"
         dist.mkdir(parents=True)
@@ -296,13 +305,15 @@ def main() -> None:
             x = np.ascontiguousarray(prep(read(image, wl["channels"]), wl)[None])
             return labels[int(np.argmax(sess.run(None, {"input": x})[0][0]))]
 
-        with httpx.Client(base_url=aql_url, timeout=60) as ca, \
-                httpx.Client(base_url=dp_url, timeout=60) as cd:
-            def aql(image: bytes) -> str:
-                r = ca.post(f"/api/v1/models/{mid}/predict",
-                            files={"files": (fname, image, wl["media"])})
-                assert r.status_code == 200, r.text
-                return r.json()["results"][0]["result"]["top"][0]["label"]
+        clients = {name: httpx.Client(base_url=url, timeout=60) for name, url in urls.items()}
+        with httpx.Client(base_url=dp_url, timeout=60) as cd:
+            def aql_of(ca: httpx.Client):  # noqa: ANN202
+                def aql(image: bytes) -> str:
+                    r = ca.post(f"/api/v1/models/{mid}/predict",
+                                files={"files": (fname, image, wl["media"])})
+                    assert r.status_code == 200, r.text
+                    return r.json()["results"][0]["result"]["top"][0]["label"]
+                return aql
 
             def dp(image: bytes) -> str:
                 r = cd.post("/v2/models/bench-onnx/predict/",
@@ -311,8 +322,11 @@ def main() -> None:
                 body = r.json()
                 return (body.get("predictions", body))["labels"][0]
 
-            res = measure({"aqualens": aql, "deepaas": dp, "raw_onnxruntime": raw}, images,
-                          args.n, args.rounds, args.warmup)
+            targets = {name: aql_of(c) for name, c in clients.items()}
+            targets.update(deepaas=dp, raw_onnxruntime=raw)
+            res = measure(targets, images, args.n, args.rounds, args.warmup)
+            for c in clients.values():
+                c.close()
     finally:
         for p in procs:
             p.terminate()
@@ -322,9 +336,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 p.kill()
     tops = res.pop("top1")
-    agree = sum(a == d == r for a, d, r in zip(tops["aqualens"], tops["deepaas"],
-                                               tops["raw_onnxruntime"]))
-    print(f"top-1 label identical for {agree}/{len(images)} images across the three")
+    agree = sum(len(set(labels)) == 1 for labels in zip(*tops.values()))
+    print(f"top-1 label identical for {agree}/{len(images)} images across all targets")
     res_aql, res_dp, res_raw = res["aqualens"], res["deepaas"], res["raw_onnxruntime"]
     out = {"workload": args.workload, "image_source": source,
            "image_bytes_mean": float(np.mean([len(i) for i in images])),
@@ -334,10 +347,15 @@ def main() -> None:
            "ratio_rps_aqualens_vs_deepaas": res_aql["rps"] / res_dp["rps"],
            "ratio_p99_aqualens_vs_deepaas": res_aql["p99_ms"] / res_dp["p99_ms"],
            "ratio_rps_aqualens_vs_raw": res_aql["rps"] / res_raw["rps"]}
-    for k in ("aqualens", "deepaas", "raw_onnxruntime"):
-        r = out[k]
-        print(f"{k:16s} {r['rps']:8.1f} req/s   p50 {r['p50_ms']:7.2f} ms   "
+    for k, r in res.items():
+        out[k] = r
+        print(f"{k:20s} {r['rps']:8.1f} req/s   p50 {r['p50_ms']:7.2f} ms   "
               f"p99 {r['p99_ms']:7.2f} ms")
+        if k.startswith("aqualens_"):
+            out[f"ratio_rps_{k}_vs_deepaas"] = r["rps"] / res_dp["rps"]
+            out[f"ratio_p99_{k}_vs_deepaas"] = r["p99_ms"] / res_dp["p99_ms"]
+            print(f"  {k} / DEEPaaS throughput {r['rps'] / res_dp['rps']:.2f}x, "
+                  f"p99 ratio {r['p99_ms'] / res_dp['p99_ms']:.2f}")
     print(f"AquaLens / DEEPaaS throughput: {out['ratio_rps_aqualens_vs_deepaas']:.2f}x "
           f"(target >= 3x); p99 ratio {out['ratio_p99_aqualens_vs_deepaas']:.2f} "
           f"(target <= 1); AquaLens / raw loop: {out['ratio_rps_aqualens_vs_raw']:.2f}")

@@ -27,12 +27,11 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from aqualens.training.data import build_train_data, group_of, path_reader, yolo_folder  # noqa: E402
+from aqualens.training.data import build_train_data, path_reader, yolo_folder  # noqa: E402
 from aqualens.training.evaluate import detection_metrics  # noqa: E402
 from aqualens.training.loop import TrainConfig, pick_device, predict_detect, train  # noqa: E402
-from aqualens.training.splits import make_splits  # noqa: E402
+from aqualens.training.reference import detect_splits  # noqa: E402
 
-VIDEO = r"^(.*?)_f\d+_"
 TARGETS = {"random": 0.5, "video": 0.35}
 TARGET_MIN = 20.0
 
@@ -40,23 +39,15 @@ TARGET_MIN = 20.0
 def run(kind: str, args: argparse.Namespace) -> dict:
     t0 = time.monotonic()
     items, names = yolo_folder(args.data)
-    keys = [it.name for it in items]
-    labels = [[names[c] for c in it.labels] or ["(empty)"] for it in items]
-    groups = [group_of(Path(k).name, VIDEO) for k in keys] if kind == "video" else None
-    outer = make_splits(keys, labels, groups=groups, seed=args.seed,
-                        fractions={"train": 0.8, "test": 0.2})
+    # The same splits as the reference detector of `make models` (video split).
+    splits = detect_splits(items, names, by_video=kind == "video", seed=args.seed)
     by = {it.name: it for it in items}
-    tr = [by[k] for k in outer["train"]]
-    inner = make_splits([it.name for it in tr], [labels[keys.index(it.name)] for it in tr],
-                        groups=[group_of(Path(it.name).name, VIDEO) for it in tr]
-                        if kind == "video" else None,
-                        seed=args.seed, fractions={"train": 0.9, "val": 0.1})
     cfg = TrainConfig(task="detect", seed=args.seed, device=args.device, threads=args.threads,
                       epochs=args.epochs, max_minutes=args.max_minutes,
                       input_size=(args.input_size,) * 2 if args.input_size else None).resolved()
     h, w = cfg.input_size
     data = {k: build_train_data([by[n] for n in v], path_reader, "detect", h, w, 3, cfg.resize)
-            for k, v in {**inner, "test": outer["test"]}.items()}
+            for k, v in splits.items()}
 
     def show(p: dict) -> None:
         print(f"[{kind}] epoch {p['epoch']:3d}/{p['epochs']} loss {p['loss']:.3f} val AP50 "

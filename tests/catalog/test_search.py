@@ -22,8 +22,10 @@ from aqualens.catalog.db import get_engine
 from aqualens.catalog.text_index import ensure_text_index, text_index_kind
 from aqualens.catalog.instance import init_instance
 from aqualens.catalog.labels import add_synonym, get_or_create_label
+from aqualens.catalog import search_plan
 from aqualens.catalog.search import (ImageQuery, count_images, decode_cursor, encode_cursor,
-                                     facets, iter_image_ids, search_images)
+                                     facets, iter_image_ids, plan, search_images)
+from aqualens.catalog.search_plan import page_query
 from aqualens.catalog.tables import CollectionImage, User
 from aqualens.catalog.users import create_user, get_admin
 from aqualens.core.config import load_settings
@@ -189,6 +191,41 @@ CASES: list[tuple[str, dict[str, Any], Callable[[dict], bool]]] = [
 def test_filter(cat, query, pred):
     ctx, info = cat
     assert run(ctx, query) == expected(pred, info, "alice")
+
+
+@pytest.mark.parametrize(("query", "pred"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_every_plan_gives_the_same_answer(cat, query, pred):
+    """Each way of driving a page (every usable index, and the primary-key walk) pages through
+    exactly the oracle's ids, in id order; so whichever plan the capped counts pick, the results
+    and the pagination are the same."""
+    ctx, info = cat
+    want = expected(pred, info, "alice")
+    with ctx.session() as s:
+        f = plan(s, ImageQuery.parse(query), who(ctx, "alice")).filters
+        for driver in [None, *f.drivers()]:
+            got: list[int] = []
+            after = None
+            while True:
+                ids = list(s.scalars(page_query(f, driver, after, None, 4)))
+                got += ids
+                if len(ids) < 4:
+                    break
+                after = ids[-1]
+            assert got == want, driver
+
+
+@pytest.mark.parametrize("sizes", [(1, 2, 3), (3, 4, 5), (100, 200, 7)],
+                         ids=["walk-window-3", "window-5", "drivers"])
+def test_adaptive_thresholds_do_not_change_results(cat, monkeypatch, sizes):
+    """Tiny thresholds push the 24-image catalogue through the windowed walk and its fallback,
+    and through the ordered drivers."""
+    small, text_cap, window = sizes
+    monkeypatch.setattr(search_plan, "SMALL", small)
+    monkeypatch.setattr(search_plan, "TEXT_CAP", text_cap)
+    monkeypatch.setattr(search_plan, "WINDOW", window)
+    ctx, info = cat
+    for _, query, pred in CASES:
+        assert run(ctx, query) == expected(pred, info, "alice"), query
 
 
 @pytest.mark.parametrize("user", [None, "alice", "bob", "admin"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from aqualens.catalog.context import Context
+from aqualens.catalog.db import get_engine
 from aqualens.catalog.migrate import upgrade
+from aqualens.catalog.text_index import ensure_text_index, refresh_statistics
 from aqualens.catalog.users import create_token, create_user, get_admin
 
 
@@ -15,6 +17,10 @@ def init_instance(ctx: Context, admin_name: str = "admin") -> str | None:
     """
     ctx.settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(ctx.db_url)
+    # Backend-specific search objects (FTS5 / GIN trigram index) and planner statistics.
+    engine = get_engine(ctx.db_url)
+    ensure_text_index(engine)
+    refresh_statistics(engine)
     ctx.store  # noqa: B018 - opening creates the folders / bucket
     with ctx.session() as s:
         if get_admin(s) is not None:

@@ -22,12 +22,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import Select, and_, func, literal_column, or_, select, table, text
+from sqlalchemy import Select, and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from aqualens.catalog.collections import find_collection
 from aqualens.catalog.labels import resolve_label
-from aqualens.catalog.text_index import text_index_kind
+from aqualens.catalog.search_plan import Filters, like_pattern, page_ids, text_condition  # noqa: F401
+from aqualens.catalog.text_index import common_trigrams, text_index_kind
 from aqualens.catalog.tables import (ANNOTATION_STATUSES, Annotation, Collection, CollectionImage,
                                      Image, Label, User)
 from aqualens.catalog.users import visible
@@ -193,37 +194,9 @@ def text_words(text: str) -> list[str]:
     return text.lower().split()[:10]
 
 
-def like_pattern(word: str) -> str:
-    """``%word%`` with LIKE wildcards in ``word`` escaped (escape character ``/``)."""
-    return "%" + word.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
-
-
 def _text_condition(words: list[str], index: str | None) -> Any:
-    """Every word occurs in ``search_text`` (name + metadata), case-insensitive substring.
-
-    The exact test runs on every candidate row; a text index (see text_index.py) narrows the
-    candidates first for words of 3+ characters. Rows without ``search_text`` fall back to the
-    original name.
-    """
-    conds = []
-    for w in words:
-        pattern = like_pattern(w)
-        exact = or_(func.lower(Image.search_text).like(pattern, escape="/"),
-                    and_(Image.search_text.is_(None),
-                         func.lower(Image.original_name).like(pattern, escape="/")))
-        if index == "trgm" and len(w) >= 3:
-            # Alone (not inside the OR above) so PostgreSQL can use the pg_trgm GIN index.
-            conds.append(and_(func.lower(Image.search_text).like(pattern, escape="/"), exact))
-        elif index == "fts5" and len(w) >= 3:
-            # The trigram table answers LIKE itself; unescaped wildcards only widen the
-            # candidate set, which ``exact`` then trims.
-            fts = literal_column("images_fts.search_text")
-            cand = select(literal_column("rowid")).select_from(table("images_fts")).where(
-                fts.like("%" + w + "%"))
-            conds.append(and_(Image.id.in_(cand), exact))
-        else:
-            conds.append(exact)
-    return and_(*conds)
+    """Every word occurs in the name or metadata (see ``search_plan.text_condition``)."""
+    return text_condition(words, index)
 
 
 @dataclass
@@ -232,6 +205,7 @@ class _Plan:
 
     where: list[Any]
     collection_id: int | None
+    filters: Filters
 
     def key(self) -> Any:
         """The id column the keyset orders on: the membership table's when filtering by
@@ -283,7 +257,15 @@ def plan(session: Session, query: ImageQuery, user: User | None) -> _Plan:
         if label is None:
             raise ValidationError(f"unknown label {query.label!r}", field="label",
                                   valid="a label name or synonym (GET /api/v1/labels)")
-    if label is not None or query.status is not None:
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    f = Filters(sqlite=sqlite, user=user, collection_id=collection_id,
+                label_id=label.id if label is not None else None, status=query.status,
+                annotations=label is not None or query.status is not None,
+                captured_from=query.captured_from, captured_to=query.captured_to, bbox=query.bbox,
+                depth_min=query.depth_min, depth_max=query.depth_max,
+                instrument=query.instrument, station=query.station,
+                words=text_words(query.text) if query.text is not None else [])
+    if f.annotations:
         where.append(_annotation_filter(label, query.status, user))
     if query.captured_from is not None:
         where.append(Image.captured_at >= query.captured_from)
@@ -305,21 +287,25 @@ def plan(session: Session, query: ImageQuery, user: User | None) -> _Plan:
     if query.station is not None:
         where.append(Image.station == query.station)
     if query.text is not None:
-        index = text_index_kind(session)
-        where.append(_text_condition(text_words(query.text), index))
-    return _Plan(where, collection_id)
+        f.text_index = text_index_kind(session)
+        if f.text_index == "garr":
+            f.common_grams = common_trigrams(session)
+        where.append(_text_condition(f.words, f.text_index))
+    return _Plan(where, collection_id, f)
 
 
 def search_images(session: Session, query: ImageQuery, user: User | None) -> Page:
-    """One page of images matching ``query`` that ``user`` may see, ordered by id."""
+    """One page of images matching ``query`` that ``user`` may see, ordered by id.
+
+    The ids of the page come from an adaptive plan (``search_plan.page_ids``: the index that
+    drives the scan is chosen from capped counts), the rows from one primary-key lookup."""
     p = plan(session, query, user)
-    key = p.key()
-    q = p.apply(select(Image))
-    if query.cursor:
-        q = q.where(key > decode_cursor(query.cursor))
-    rows = list(session.scalars(q.order_by(key).limit(query.limit + 1)))
-    more = len(rows) > query.limit
-    rows = rows[:query.limit]
+    after = decode_cursor(query.cursor) if query.cursor else None
+    ids, _ = page_ids(session, p.filters, after, query.limit + 1)
+    more = len(ids) > query.limit
+    ids = ids[:query.limit]
+    rows = list(session.scalars(select(Image).where(Image.id.in_(ids)).order_by(Image.id))) \
+        if ids else []
     total = count_images(session, query, user, _plan=p) if query.with_total else None
     return Page(rows, encode_cursor(rows[-1].id) if more and rows else None, total)
 

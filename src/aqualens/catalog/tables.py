@@ -181,8 +181,12 @@ class Annotation(Base):
 
     __table_args__ = (
         Index("ix_annotations_image", "image_id", "is_current"),
-        Index("ix_annotations_label", "label_id", "is_current", "image_id"),
-        Index("ix_annotations_status", "status", "is_current", "image_id"),
+        # Search drives label/status pages from these in image_id order; the trailing columns
+        # (status, visibility, owner) make that scan index-only (catalog/search_plan.py).
+        Index("ix_annotations_label", "label_id", "is_current", "image_id", "status",
+              "visibility", "owner_id"),
+        Index("ix_annotations_status", "status", "is_current", "image_id", "visibility",
+              "owner_id"),
         Index("ix_annotations_job", "job_id", "image_id"),
     )
 

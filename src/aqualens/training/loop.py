@@ -349,6 +349,10 @@ def train(cfg: TrainConfig, train_data: TrainData, val_data: TrainData | None, n
             net.reset_head(len(names), head_keep)
         net_cfg = net.cfg
     net.to(device)
+    # Channels-last runs the detector's full-resolution convolutions ~1.3x faster on a CPU
+    # (oneDNN's native layout); weights and exports are unaffected (reset at the end).
+    fmt = torch.channels_last if det else torch.contiguous_format
+    net.to(memory_format=fmt)
 
     steps_per_epoch = max(1, math.ceil(len(train_data) / cfg.batch_size))
     # ``plan`` is the cosine horizon. With ``max_minutes`` it shrinks to the epochs that fit the
@@ -435,7 +439,7 @@ def train(cfg: TrainConfig, train_data: TrainData, val_data: TrainData | None, n
                 x = to_tensor(train_data.images[idx], torch.device("cpu"))
                 if aug_c:
                     x = aug_c(x, gen)
-            x = (x.to(device) - m_t) / s_t
+            x = ((x.to(device) - m_t) / s_t).contiguous(memory_format=fmt)
             out = net(x)
             if det:
                 loss = centernet_loss(out, tgt)
@@ -473,7 +477,7 @@ def train(cfg: TrainConfig, train_data: TrainData, val_data: TrainData | None, n
         if cfg.max_minutes:
             left = cfg.max_minutes * 60 - prior_seconds - elapsed
             fit = epoch + int(max(0.0, left) / max(per_epoch, 1e-6))
-            plan["epochs"] = max(epoch, min(plan["epochs"], fit))
+            plan["epochs"] = max(epoch, min(cfg.epochs, fit))    # follows the machine's load
         _save_atomic({"net_config": net_cfg.to_dict(), "model": net.state_dict(),
                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                       "epoch": epoch, "best_metric": best, "best_epoch": best_epoch,
@@ -492,6 +496,7 @@ def train(cfg: TrainConfig, train_data: TrainData, val_data: TrainData | None, n
             break
     best_ckpt = torch.load(workdir / "best.pt", map_location="cpu", weights_only=False)
     net.load_state_dict(best_ckpt["model"])
+    net.to(memory_format=torch.contiguous_format)
     net.eval()
     return TrainResult(net=net, net_config=net_cfg, config=cfg, names=list(names), mean=mean,
                        std=std, best_metric=best, best_epoch=best_epoch, epochs_run=epoch,

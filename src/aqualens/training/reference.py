@@ -32,6 +32,28 @@ REFERENCES = {
 }
 
 
+def detect_splits(items: list, names: list[str], *, by_video: bool, seed: int = 0
+                  ) -> dict[str, list[str]]:
+    """DeepFish splits shared with ``bench/train_detect.py``: 20 % test, then 10 % of the rest
+    for validation; ``by_video`` keeps every frame of a video (the name before ``_f0000..``) in
+    one split, since frames of one video are near-duplicates."""
+    from aqualens.training.data import group_of
+    from aqualens.training.splits import make_splits
+
+    keys = [it.name for it in items]
+    labels = {it.name: [names[c] for c in it.labels] or ["(empty)"] for it in items}
+
+    def groups(ks: list[str]) -> list[str] | None:
+        return [group_of(Path(k).name, VIDEO) for k in ks] if by_video else None
+
+    outer = make_splits(keys, [labels[k] for k in keys], groups=groups(keys), seed=seed,
+                        fractions={"train": 0.8, "test": 0.2})
+    rest = outer["train"]
+    inner = make_splits(rest, [labels[k] for k in rest], groups=groups(rest), seed=seed,
+                        fractions={"train": 0.9, "val": 0.1})
+    return {"train": inner["train"], "val": inner["val"], "test": outer["test"]}
+
+
 def build(name: str, data_root: Path, out_dir: Path, seed: int = 0, threads: int | None = None,
           epochs: int | None = None, max_minutes: float | None = None) -> dict[str, Any]:
     """Train, export, evaluate (test split, through the ONNX runtime) and package one model."""
@@ -41,7 +63,7 @@ def build(name: str, data_root: Path, out_dir: Path, seed: int = 0, threads: int
     from aqualens.models.base import InputSpec, LabelInfo, ModelInfo
     from aqualens.models.package import build_package
     from aqualens.models.registry import runtime_from_files
-    from aqualens.training.data import (build_train_data, class_folders, group_of, guess_channels,
+    from aqualens.training.data import (build_train_data, class_folders, guess_channels,
                                         path_reader, yolo_folder)
     from aqualens.training.evaluate import classification_metrics, detection_metrics
     from aqualens.training.export import export_onnx, parity_check
@@ -56,13 +78,11 @@ def build(name: str, data_root: Path, out_dir: Path, seed: int = 0, threads: int
     t0 = time.monotonic()
     if task == "classify":
         items, names = class_folders(folder)
-        labels = [[names[it.label]] for it in items]
-        groups = None
+        splits = make_splits([it.name for it in items], [[names[it.label]] for it in items],
+                             seed=seed)
     else:
         items, names = yolo_folder(folder)
-        labels = [[names[c] for c in it.labels] or ["(empty)"] for it in items]
-        groups = [group_of(Path(it.name).name, VIDEO) for it in items]
-    splits = make_splits([it.name for it in items], labels, groups=groups, seed=seed)
+        splits = detect_splits(items, names, by_video=True, seed=seed)
     by = {it.name: it for it in items}
     cfg = TrainConfig(task=task, seed=seed, epochs=epochs, max_minutes=max_minutes,
                       threads=threads).resolved()

@@ -4,6 +4,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from aqualens.catalog.tables import Base
+from aqualens.catalog.text_index import include_object
 
 config = context.config
 target_metadata = Base.metadata
@@ -21,7 +22,9 @@ def run() -> None:
 
 def _configure(conn) -> None:  # noqa: ANN001
     context.configure(connection=conn, target_metadata=target_metadata,
-                      render_as_batch=conn.dialect.name == "sqlite", compare_type=True)
+                      render_as_batch=conn.dialect.name == "sqlite", compare_type=True,
+                      # search objects made by text_index.py, not by tables.py
+                      include_object=include_object)
     with context.begin_transaction():
         context.run_migrations()
 

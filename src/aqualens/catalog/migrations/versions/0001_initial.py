@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 06:44:46.091163
+Create Date: 2026-11-21 07:35:17.986293
 """
 from alembic import op
 import sqlalchemy as sa
@@ -294,8 +294,8 @@ def upgrade() -> None:
     with op.batch_alter_table('annotations', schema=None) as batch_op:
         batch_op.create_index('ix_annotations_image', ['image_id', 'is_current'], unique=False)
         batch_op.create_index('ix_annotations_job', ['job_id', 'image_id'], unique=False)
-        batch_op.create_index('ix_annotations_label', ['label_id', 'is_current', 'image_id'], unique=False)
-        batch_op.create_index('ix_annotations_status', ['status', 'is_current', 'image_id'], unique=False)
+        batch_op.create_index('ix_annotations_label', ['label_id', 'is_current', 'image_id', 'status', 'visibility', 'owner_id'], unique=False)
+        batch_op.create_index('ix_annotations_status', ['status', 'is_current', 'image_id', 'visibility', 'owner_id'], unique=False)
 
     op.create_table('usage_events',
     sa.Column('id', sa.Integer(), nullable=False),
