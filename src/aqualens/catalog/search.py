@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 
 from aqualens.catalog.collections import find_collection
 from aqualens.catalog.labels import resolve_label
-from aqualens.catalog.search_plan import Filters, like_pattern, page_ids, text_condition  # noqa: F401
+from aqualens.catalog.search_plan import (Filters, like_pattern,  # noqa: F401 - re-exported
+                                          page_ids, text_condition)
 from aqualens.catalog.text_index import common_trigrams, text_index_kind
 from aqualens.catalog.tables import (ANNOTATION_STATUSES, Annotation, Collection, CollectionImage,
                                      Image, Label, User)

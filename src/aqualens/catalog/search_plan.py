@@ -45,7 +45,6 @@ WINDOW = 20000     # ids walked before falling back to a driver
 
 # Ordered drivers, by preference on a tie; "text" is the SQLite FTS5 table read in rowid order.
 ORDERED = ("label", "status", "collection", "station", "instrument", "text")
-RANGES = ("text", "captured", "depth", "bbox")
 
 
 def like_pattern(word: str) -> str:
@@ -134,11 +133,11 @@ class Filters:
         for conds in self.column_conds(driver).values():
             out += conds
         if self.words:
-            if driver != "text" or self.text_index == "trgm":
-                out.append(text_condition(self.words, None))
-            elif self.text_index == "garr":
+            if driver == "text" and self.text_index == "trgm":
+                out.append(text_condition(self.words, "trgm"))
+            elif driver == "text" and self.text_index == "garr":
                 out.append(text_condition(self.words, "garr", self.rare_grams))
-            else:  # fts5: the driver joins the FTS table itself (page_query)
+            else:  # checked row by row (fts5: page_query joins the FTS table itself)
                 out.append(text_condition(self.words, None))
         return out
 
@@ -183,8 +182,9 @@ class Filters:
             out.append("depth")
         if self.bbox is not None:
             out.append("bbox")
-        if self.text_index and any(len(w) >= 3 for w in self.words):
-            out.append("text")
+        if self.text_index == "garr" and self.rare_grams or \
+                self.text_index in ("fts5", "trgm") and any(len(w) >= 3 for w in self.words):
+            out.append("text")  # garr: only with rare trigrams, else the index cannot help
         return out
 
     def probe(self, driver: str) -> Select | None:
@@ -309,8 +309,8 @@ def choose(session: Session, f: Filters) -> Choice:
     for d in f.drivers():
         if d == "text" and f.text_index == "garr":
             # A GIN bitmap cannot stop early, so no capped count: the statistics say instead.
-            # Rare trigrams left after dropping the common ones bound the candidates.
-            (small if f.rare_grams else unknown).append(d)
+            # Rare trigrams (left after dropping the common ones) bound the candidates.
+            small.append(d)
             continue
         q = f.probe(d)
         if q is None:
@@ -327,8 +327,10 @@ def choose(session: Session, f: Filters) -> Choice:
     ordered = [d for d in ORDERED if d in counts]
     if ordered and not unknown:
         return Choice(ordered[0], None, counts)
-    # The walk first (a window); then the index that cannot count, else the best one.
-    then = unknown[0] if unknown else (min(counts, key=lambda d: counts[d]) if counts else None)
+    # The walk first (a window); then the index that cannot count (pg_trgm), an ordered
+    # driver, or the smallest range.
+    then = unknown[0] if unknown else ordered[0] if ordered else \
+        min(counts, key=lambda d: counts[d]) if counts else None
     return Choice(None, then, counts)
 
 

@@ -50,8 +50,8 @@ _SQLITE = [
 
 def ensure_text_index(engine: Engine) -> str | None:
     """Create the index when missing, on a connection of its own; returns its kind (``fts5`` /
-    ``trgm`` / ``garr``) or None. Call it outside any open write transaction (instance start, CLI start):
-    on SQLite it needs the write lock."""
+    ``trgm`` / ``garr``) or None. Call it outside any open write transaction (instance start,
+    CLI start): on SQLite it needs the write lock."""
     key = str(engine.url)
     if key in _ready:
         return _ready[key] if _ready[key] != "unavailable" else None
