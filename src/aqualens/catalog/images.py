@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.orm import Session
 
-from aqualens.catalog.tables import Annotation, Collection, CollectionImage, Image, Model, User
+from aqualens.catalog.checks import check_text
+from aqualens.catalog.tables import (
+    Annotation,
+    Collection,
+    CollectionImage,
+    Image,
+    Model,
+    User,
+)
 from aqualens.catalog.users import can_read, check_visibility, check_write, visible
 from aqualens.core.errors import NotFound, ValidationError
 
@@ -91,15 +99,6 @@ def as_utc(dt: datetime | None) -> datetime | None:
     return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
 
 
-def _text(value: Any, field: str, limit: int = 200) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise ValidationError(f"invalid {field} {value!r}", field=field,
-                              valid=f"text of at most {limit} characters")
-    return value.strip() or None
-
-
 def update_image(session: Session, ref: int | str, user: User | None, *,
                  captured_at: Any = _UNSET, lat: Any = _UNSET, lon: Any = _UNSET,
                  depth: Any = _UNSET, instrument: Any = _UNSET, station: Any = _UNSET,
@@ -117,9 +116,9 @@ def update_image(session: Session, ref: int | str, user: User | None, *,
         # Depth in metres, positive down; a little negative allows sensors above the surface.
         row.depth = _float(depth, "depth", -100, 12000)
     if instrument is not _UNSET:
-        row.instrument = _text(instrument, "instrument")
+        row.instrument = check_text(instrument, "instrument")
     if station is not _UNSET:
-        row.station = _text(station, "station")
+        row.station = check_text(station, "station")
     if meta is not _UNSET:
         if meta is None:
             meta = {}

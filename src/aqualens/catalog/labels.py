@@ -11,8 +11,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from aqualens.catalog.checks import check_text
 from aqualens.catalog.tables import Annotation, Label, LabelSynonym, User
-from aqualens.core.errors import Conflict, NotFound, PermissionDenied, Unauthorized, ValidationError
+from aqualens.core.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    Unauthorized,
+    ValidationError,
+)
 
 _UNSET: Any = object()
 
@@ -34,14 +41,6 @@ def _check_aphia(aphia_id: Any) -> int | None:
                               valid="a positive WoRMS AphiaID integer, e.g. 1080 (Copepoda)")
     return aphia_id
 
-
-def _check_short(value: Any, field: str, limit: int) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise ValidationError(f"invalid {field} {value!r}", field=field,
-                              valid=f"text of at most {limit} characters")
-    return value.strip() or None
 
 
 def resolve_label(session: Session, name: str) -> Label | None:
@@ -95,9 +94,9 @@ def create_label(session: Session, name: str, *, aphia_id: int | None = None,
         raise Conflict(f"label {name!r} exists already", field="name")
     if session.scalar(select(LabelSynonym).where(LabelSynonym.synonym == name)) is not None:
         raise Conflict(f"{name!r} is already a synonym of another label", field="name")
-    row = Label(name=name, aphia_id=_check_aphia(aphia_id), rank=_check_short(rank, "rank", 50),
-                vocabulary_uri=_check_short(vocabulary_uri, "vocabulary_uri", 500),
-                supercategory=_check_short(supercategory, "supercategory", 300))
+    row = Label(name=name, aphia_id=_check_aphia(aphia_id), rank=check_text(rank, "rank", 50),
+                vocabulary_uri=check_text(vocabulary_uri, "vocabulary_uri", 500),
+                supercategory=check_text(supercategory, "supercategory", 300))
     p = _parent(session, parent)
     row.parent_id = p.id if p else None
     session.add(row)
@@ -167,11 +166,11 @@ def update_label(session: Session, ref: int | str, user: User | None, *, name: A
     if aphia_id is not _UNSET:
         row.aphia_id = _check_aphia(aphia_id)
     if rank is not _UNSET:
-        row.rank = _check_short(rank, "rank", 50)
+        row.rank = check_text(rank, "rank", 50)
     if vocabulary_uri is not _UNSET:
-        row.vocabulary_uri = _check_short(vocabulary_uri, "vocabulary_uri", 500)
+        row.vocabulary_uri = check_text(vocabulary_uri, "vocabulary_uri", 500)
     if supercategory is not _UNSET:
-        row.supercategory = _check_short(supercategory, "supercategory", 300)
+        row.supercategory = check_text(supercategory, "supercategory", 300)
     if parent is not _UNSET:
         p = _parent(session, parent)
         # Walk up from the new parent: meeting ``row`` would close a cycle.

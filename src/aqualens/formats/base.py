@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -127,6 +127,19 @@ class Dataset:
             if ann.label and ann.label not in out:
                 out[ann.label] = LabelRecord(ann.label)
         return list(out.values())
+
+    def file_names(self) -> list[str]:
+        """One unique file name per image, in ``images`` order (writers name files with it)."""
+        return unique_names([Path(img.ref).name for img in self.images])
+
+    def annotations_by_image(self, keep: Callable[[AnnotationRecord], bool] | None = None
+                             ) -> dict[str, list[AnnotationRecord]]:
+        """Annotations grouped by image ref, optionally only those ``keep`` accepts."""
+        out: dict[str, list[AnnotationRecord]] = {}
+        for ann in self.annotations:
+            if keep is None or keep(ann):
+                out.setdefault(ann.image_ref, []).append(ann)
+        return out
 
 
 ReadResult = Dataset

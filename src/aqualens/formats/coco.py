@@ -24,7 +24,7 @@ from typing import Any
 
 from aqualens.core.errors import FormatError
 from aqualens.formats.base import (AnnotationRecord, Dataset, Format, ImageRecord, copy_image,
-                                   find_image, opened_source, read_text, safe_float, unique_names)
+                                   find_image, opened_source, read_text, safe_float)
 from aqualens.formats.geometry import GeometryProblem, area_of, bbox_of, rle_normalise
 
 
@@ -250,7 +250,7 @@ class CocoFormat(Format):
             if lab.aphia_id is not None:
                 cat["aphia_id"] = lab.aphia_id
             cats.append(cat)
-        names = unique_names([Path(img.ref).name for img in dataset.images])
+        names = dataset.file_names()
         images, img_id = [], {}
         for i, (img, name) in enumerate(zip(dataset.images, names), start=1):
             entry: dict[str, Any] = {"id": i, "file_name": name, "width": img.width,

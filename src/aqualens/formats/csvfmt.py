@@ -19,8 +19,7 @@ from typing import Any
 
 from aqualens.core.errors import FormatError
 from aqualens.formats.base import (AnnotationRecord, Dataset, Format, ImageRecord, copy_image,
-                                   find_image, opened_source, read_text, safe_float,
-                                   unique_names)
+                                   find_image, opened_source, read_text, safe_float)
 
 COLUMNS = ["image", "label", "aphia_id", "geometry_type", "geometry", "score", "status",
            "attributes", "width", "height", "captured_at", "lat", "lon", "depth", "instrument",
@@ -155,11 +154,8 @@ class CsvFormat(Format):
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         labels = {lab.name: lab for lab in dataset.used_labels()}
-        names = dict(zip([img.ref for img in dataset.images],
-                         unique_names([Path(img.ref).name for img in dataset.images])))
-        by_image: dict[str, list[AnnotationRecord]] = {}
-        for ann in dataset.annotations:
-            by_image.setdefault(ann.image_ref, []).append(ann)
+        names = dict(zip([img.ref for img in dataset.images], dataset.file_names()))
+        by_image = dataset.annotations_by_image()
         out = dest / "annotations.csv"
         with open(out, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)

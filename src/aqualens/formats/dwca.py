@@ -25,8 +25,7 @@ from xml.etree import ElementTree as ET  # noqa: N817 - writing only
 
 from aqualens.core.errors import FormatError
 from aqualens.formats.base import (AnnotationRecord, Dataset, Format, ImageRecord, copy_image,
-                                   find_image, opened_source, read_text, safe_float,
-                                   unique_names)
+                                   find_image, opened_source, read_text, safe_float)
 from aqualens.formats.voc import parse_xml
 
 DWC = "http://rs.tdwg.org/dwc/terms/"
@@ -178,8 +177,7 @@ class DarwinCoreFormat(Format):
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         labels = {lab.name: lab for lab in dataset.used_labels()}
-        names = dict(zip([img.ref for img in dataset.images],
-                         unique_names([Path(img.ref).name for img in dataset.images])))
+        names = dict(zip([img.ref for img in dataset.images], dataset.file_names()))
         images = {img.ref: img for img in dataset.images}
         rows, copied = [], set()
         for n, ann in enumerate(dataset.annotations, start=1):

@@ -29,7 +29,7 @@ from typing import Any
 
 from aqualens.core.errors import FormatError
 from aqualens.formats.base import (AnnotationRecord, Dataset, Format, ImageRecord, copy_image,
-                                   find_image, opened_source, safe_float, unique_names)
+                                   find_image, opened_source, safe_float)
 
 PREFIXES = ("img_", "object_", "acq_", "process_", "sample_")
 STATUSES = {"predicted": "predicted", "validated": "validated", "dubious": "dubious", "p": "predicted",
@@ -327,12 +327,8 @@ class EcoTaxaFormat(Format):
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         labels = {lab.name: lab for lab in dataset.used_labels()}
-        names = dict(zip([img.ref for img in dataset.images],
-                         unique_names([Path(img.ref).name for img in dataset.images])))
-        by_image: dict[str, list[AnnotationRecord]] = {}
-        for ann in dataset.annotations:
-            if ann.status != "rejected":
-                by_image.setdefault(ann.image_ref, []).append(ann)
+        names = dict(zip([img.ref for img in dataset.images], dataset.file_names()))
+        by_image = dataset.annotations_by_image(lambda a: a.status != "rejected")
         rows: list[dict[str, Any]] = []
         used_ids: set[str] = set()
         for img in dataset.images:

@@ -26,7 +26,7 @@ from typing import Any
 from aqualens.core.errors import FormatError
 from aqualens.formats.base import (AnnotationRecord, Dataset, Format, ImageRecord, copy_image,
                                    image_size, is_image_name, opened_source, read_text,
-                                   safe_float, unique_names)
+                                   safe_float)
 
 UNSAFE = '/\\:*?"<>|'
 
@@ -131,7 +131,7 @@ class ClassFolderFormat(Format):
         for ann in dataset.annotations:
             if ann.label and ann.image_ref not in first:
                 first[ann.image_ref] = ann.label  # one class per image: the first label wins
-        names = unique_names([Path(img.ref).name for img in dataset.images])
+        names = dataset.file_names()
         for img, name in zip(dataset.images, names):
             label = first.get(img.ref)
             if label is None:

@@ -25,8 +25,7 @@ import numpy as np
 
 from aqualens.core.errors import FormatError
 from aqualens.formats.base import (AnnotationRecord, Dataset, Format, ImageRecord, copy_image,
-                                   image_size, is_image_name, opened_source, read_text,
-                                   unique_names)
+                                   image_size, is_image_name, opened_source, read_text)
 from aqualens.formats.geometry import rle_decode, rle_encode
 
 
@@ -171,11 +170,9 @@ class MaskFormat(Format):
             writer.writerow(["index", "name", "aphia_id"])
             for lab in labels:
                 writer.writerow([index[lab.name], lab.name, lab.aphia_id or ""])
-        by_image: dict[str, list[AnnotationRecord]] = {}
-        for ann in dataset.annotations:
-            if ann.label and ann.geometry_type in ("mask", "polygon", "box"):
-                by_image.setdefault(ann.image_ref, []).append(ann)
-        names = unique_names([Path(img.ref).name for img in dataset.images])
+        by_image = dataset.annotations_by_image(
+            lambda a: bool(a.label) and a.geometry_type in ("mask", "polygon", "box"))
+        names = dataset.file_names()
         for img, name in zip(dataset.images, names):
             stem = name.rsplit(".", 1)[0]
             w, h = int(img.width or 0), int(img.height or 0)

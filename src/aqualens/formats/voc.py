@@ -18,7 +18,7 @@ from xml.etree import ElementTree as ET  # noqa: N817 - writing only; parsing go
 
 from aqualens.core.errors import FormatError
 from aqualens.formats.base import (AnnotationRecord, Dataset, Format, ImageRecord, copy_image,
-                                   find_image, opened_source, safe_float, unique_names)
+                                   find_image, opened_source, safe_float)
 
 FLAGS = ("difficult", "truncated", "occluded")
 
@@ -147,11 +147,8 @@ class VocFormat(Format):
         dest = Path(dest)
         (dest / "Annotations").mkdir(parents=True, exist_ok=True)
         labels = {lab.name: lab for lab in dataset.used_labels()}
-        by_image: dict[str, list] = {}
-        for ann in dataset.annotations:
-            if ann.geometry_type == "box" and ann.label:
-                by_image.setdefault(ann.image_ref, []).append(ann)
-        names = unique_names([Path(img.ref).name for img in dataset.images])
+        by_image = dataset.annotations_by_image(lambda a: a.geometry_type == "box" and bool(a.label))
+        names = dataset.file_names()
         for img, name in zip(dataset.images, names):
             root = ET.Element("annotation")
             ET.SubElement(root, "folder").text = "JPEGImages"

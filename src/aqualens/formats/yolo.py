@@ -25,8 +25,7 @@ from typing import Any
 
 from aqualens.core.errors import FormatError
 from aqualens.formats.base import (AnnotationRecord, Dataset, Format, ImageRecord, copy_image,
-                                   image_size, is_image_name, opened_source, read_text,
-                                   unique_names)
+                                   image_size, is_image_name, opened_source, read_text)
 
 SPLITS = ("train", "val", "valid", "test")
 
@@ -212,11 +211,9 @@ class YoloFormat(Format):
         if aphia:
             doc["aphia_ids"] = aphia
         (dest / "data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
-        by_image: dict[str, list[AnnotationRecord]] = {}
-        for ann in dataset.annotations:
-            if ann.label and ann.geometry_type in ("box", "polygon"):
-                by_image.setdefault(ann.image_ref, []).append(ann)
-        names = unique_names([Path(img.ref).name for img in dataset.images])
+        by_image = dataset.annotations_by_image(
+            lambda a: bool(a.label) and a.geometry_type in ("box", "polygon"))
+        names = dataset.file_names()
         for img, name in zip(dataset.images, names):
             w, h = float(img.width or 1), float(img.height or 1)
             lines = []
