@@ -307,7 +307,7 @@ def main() -> None:
 
         clients = {name: httpx.Client(base_url=url, timeout=60) for name, url in urls.items()}
         with httpx.Client(base_url=dp_url, timeout=60) as cd:
-            def aql_of(ca: httpx.Client):  # noqa: ANN202
+            def aql_of(ca: httpx.Client):
                 def aql(image: bytes) -> str:
                     r = ca.post(f"/api/v1/models/{mid}/predict",
                                 files={"files": (fname, image, wl["media"])})

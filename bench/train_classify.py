@@ -40,7 +40,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--input-size", type=int, default=None)
-    ap.add_argument("--balance", default="loss", choices=["loss", "sampler", "none"])
+    ap.add_argument("--balance", default=None, choices=["auto", "loss", "sampler", "none"],
+                    help="override the default class balancing")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -49,9 +50,9 @@ def main() -> None:
     splits = make_splits([it.name for it in items], [[names[it.label]] for it in items],
                          seed=args.seed)
     by = {it.name: it for it in items}
+    extra = {"balance": args.balance} if args.balance else {}
     cfg = TrainConfig(task="classify", seed=args.seed, device=args.device, threads=args.threads,
-                      balance=args.balance,
-                      epochs=args.epochs,
+                      **extra, epochs=args.epochs,
                       input_size=(args.input_size,) * 2 if args.input_size else None).resolved()
     ch = guess_channels(items, path_reader)
     h, w = cfg.input_size

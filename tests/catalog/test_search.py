@@ -228,6 +228,31 @@ def test_adaptive_thresholds_do_not_change_results(cat, monkeypatch, sizes):
         assert run(ctx, query) == expected(pred, info, "alice"), query
 
 
+class _Everything(frozenset):
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+def test_common_trigrams_make_text_walk(cat, monkeypatch):
+    """PostgreSQL without pg_trgm: a word whose trigrams are all common is not searched through
+    the GIN index but walked; same answers (on SQLite this runs the usual plans)."""
+    from aqualens.catalog import search as search_mod
+
+    monkeypatch.setattr(search_mod, "common_trigrams", lambda session: _Everything())
+    monkeypatch.setattr(search_plan, "WINDOW", 3)
+    ctx, info = cat
+    for _, query, pred in CASES:
+        if "text" in query:
+            assert run(ctx, query) == expected(pred, info, "alice"), query
+
+
+def test_init_instance_creates_the_text_index(any_db_url, tmp_path):
+    ctx = Context(load_settings(data_dir=tmp_path / "data", database_url=any_db_url))
+    init_instance(ctx)
+    with ctx.session() as s:
+        assert text_index_kind(s) in ("fts5", "trgm", "garr")
+
+
 @pytest.mark.parametrize("user", [None, "alice", "bob", "admin"])
 def test_visibility(cat, user):
     ctx, info = cat

@@ -14,7 +14,7 @@ from tests.models.nets import classifier_info, export_classifier
 
 
 @pytest.fixture
-def env_threads(monkeypatch):  # noqa: ANN001, ANN201
+def env_threads(monkeypatch):
     """Set the variable for this process's settings; cached settings are dropped around it."""
     def set_(value: str | None) -> None:
         if value is None:
@@ -27,7 +27,7 @@ def env_threads(monkeypatch):  # noqa: ANN001, ANN201
     reset_settings()
 
 
-def test_setting_default_env_and_bad_values(env_threads, tmp_path) -> None:  # noqa: ANN001
+def test_setting_default_env_and_bad_values(env_threads, tmp_path) -> None:
     env_threads(None)
     assert load_settings(data_dir=tmp_path).models.intra_op_threads == 0
     env_threads("3")
@@ -43,7 +43,7 @@ def test_setting_default_env_and_bad_values(env_threads, tmp_path) -> None:  # n
         configured_threads(-2)
 
 
-def test_onnx_session_options_get_the_setting(env_threads, tmp_path) -> None:  # noqa: ANN001
+def test_onnx_session_options_get_the_setting(env_threads, tmp_path) -> None:
     onnx_path, _ = export_classifier(tmp_path)
     info = ModelInfo.from_dict(classifier_info())
     env_threads(None)
@@ -64,7 +64,7 @@ def test_onnx_session_options_get_the_setting(env_threads, tmp_path) -> None:  #
     assert [r.to_dict() for r in one.predict([img])] == [r.to_dict() for r in two.predict([img])]
 
 
-def test_torchscript_sets_torch_threads(env_threads, tmp_path) -> None:  # noqa: ANN001
+def test_torchscript_sets_torch_threads(env_threads, tmp_path) -> None:
     import torch
 
     from aqualens.models.torchscript_runtime import TorchScriptModel
@@ -79,11 +79,15 @@ def test_torchscript_sets_torch_threads(env_threads, tmp_path) -> None:  # noqa:
         torch.set_num_threads(before)
 
 
-def test_worker_processes_default_to_their_threads(env_threads, tmp_path) -> None:  # noqa: ANN001
+def test_worker_processes_default_to_their_threads(env_threads, tmp_path) -> None:
     env_threads(None)
     assert worker_env(load_settings(data_dir=tmp_path), 2) == {THREADS_ENV: "2"}
     assert worker_env(None, 1) == {THREADS_ENV: "1"}
+    assert worker_env(load_settings(data_dir=tmp_path, models={"intra_op_threads": 0}), 2) \
+        == {THREADS_ENV: "0"}
     configured = load_settings(data_dir=tmp_path, models={"intra_op_threads": 4})
     assert worker_env(configured, 1) == {THREADS_ENV: "4"}
     env_threads("3")  # set in the environment of the process that starts the workers: kept
     assert worker_env(load_settings(data_dir=tmp_path), 1) == {THREADS_ENV: "3"}
+    env_threads("0")  # explicitly the runtime's default: kept too
+    assert worker_env(load_settings(data_dir=tmp_path), 2) == {THREADS_ENV: "0"}

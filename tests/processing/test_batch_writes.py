@@ -18,7 +18,7 @@ def _payload(label: str, aphia: int | None = None) -> dict:
                                          "index": 0}]}
 
 
-def test_bulk_results_and_annotations(any_ctx) -> None:  # noqa: ANN001
+def test_bulk_results_and_annotations(any_ctx) -> None:
     ctx, _ = any_ctx
     _, ids = add_images(ctx, [10, 20, 30, 40])
     owner = admin_id(ctx)

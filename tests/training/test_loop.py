@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -51,6 +52,41 @@ def test_tiny_detector_trains(tmp_path):
                       train_crop=32)
     res = train(cfg, data, data, ["fish"], tmp_path)
     assert res.history[0]["metric"] == "AP50" and np.isfinite(res.history[0]["loss"])
+
+
+def test_time_cap_fits_the_cosine_schedule(tmp_path, monkeypatch):
+    """With ``max_minutes`` the schedule shrinks to the epochs that fit: the run still anneals."""
+    import aqualens.training.loop as loop
+
+    clock = {"t": 0.0}
+
+    def fake_monotonic() -> float:           # every clock reading advances 1 s
+        clock["t"] += 1.0
+        return clock["t"]
+
+    monkeypatch.setattr(loop, "time", SimpleNamespace(monotonic=fake_monotonic))
+    torch.set_num_threads(1)
+    data = _classify_data(16)
+    seen = []
+    cfg = TrainConfig(task="classify", epochs=40, input_size=(32, 32), batch_size=8, threads=1,
+                      max_minutes=0.25, augment=False)
+    res = train(cfg, data, data, ["a", "b", "c"], tmp_path, progress=seen.append)
+    assert res.stopped == "time" and 3 <= res.epochs_run < 40
+    assert seen[-1]["epochs"] == res.epochs_run          # the horizon it planned, reached
+    assert seen[-1]["lr"] < 0.1 * cfg.resolved().lr      # annealed, not cut off at full speed
+    ck = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert ck["planned_epochs"] == res.epochs_run
+
+
+def test_auto_balance_weights_only_skewed_classes():
+    from aqualens.training.loop import resolve_balance
+
+    assert resolve_balance(np.array([250, 200, 100, 100]), "auto") == "none"
+    assert resolve_balance(np.array([500, 20, 100, 0]), "auto") == "loss"
+    assert resolve_balance(np.array([250, 100]), "sampler") == "sampler"
+    with pytest.raises(ValidationError) as e:
+        TrainConfig(balance="heavy").resolved()
+    assert e.value.field == "balance" and "auto" in e.value.valid
 
 
 def test_cancel_keeps_the_checkpoint(tmp_path):

@@ -28,14 +28,18 @@ def test_decode_puts_a_box_where_the_peak_is():
 
 def test_sizes_are_cpu_friendly():
     assert 100_000 < count_params(build_net(NetConfig(task="classify", num_classes=10))) < 1_500_000
-    assert 100_000 < count_params(build_net(NetConfig(task="detect", num_classes=1))) < 1_500_000
+    for dense in (False, True):
+        net = build_net(NetConfig(task="detect", num_classes=1, dense_head=dense))
+        assert 100_000 < count_params(net) < 1_500_000
 
 
-@pytest.mark.parametrize("task,channels,size", [("classify", 1, 32), ("detect", 3, 64)])
-def test_onnx_export_parity(tmp_path, task, channels, size):
+@pytest.mark.parametrize("task,channels,size,dense", [("classify", 1, 32, False),
+                                                      ("detect", 3, 64, False),
+                                                      ("detect", 3, 64, True)])
+def test_onnx_export_parity(tmp_path, task, channels, size, dense):
     torch.manual_seed(0)
     net = build_net(NetConfig(task=task, num_classes=3, in_channels=channels,
-                              max_detections=20)).eval()
+                              max_detections=20, dense_head=dense)).eval()
     if task == "detect":                          # distinct peaks, as in a trained model
         with torch.no_grad():
             net.heat.bias.fill_(0.0)

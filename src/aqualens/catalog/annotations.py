@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aqualens.catalog.ids import check_id
 from aqualens.catalog.tables import (ANNOTATION_SOURCES, ANNOTATION_STATUSES, GEOMETRY_TYPES,
                                      Annotation, Image, Label, User)
 from aqualens.catalog.users import can_read, check_visibility, visible
@@ -106,7 +107,7 @@ def _check_label_id(session: Session, label_id: Any) -> int | None:
     if label_id is None:
         return None
     if isinstance(label_id, bool) or not isinstance(label_id, int) or \
-            session.get(Label, label_id) is None:
+            session.get(Label, check_id(label_id, "label_id")) is None:
         raise ValidationError(f"label {label_id!r} does not exist", field="label_id",
                               valid="the id of an existing label (GET /api/v1/labels)")
     return label_id
@@ -122,7 +123,7 @@ def add_annotation(session: Session, image_id: int, *, label_id: int | None,
 
     ``visibility`` defaults to the image's, so public images get readable annotations.
     """
-    image = session.get(Image, image_id)
+    image = session.get(Image, check_id(image_id, "image_id"))
     if image is None:
         raise NotFound(f"no image {image_id}", field="image_id")
     if attributes is not None and not isinstance(attributes, dict):
@@ -141,7 +142,7 @@ def add_annotation(session: Session, image_id: int, *, label_id: int | None,
 
 
 def _readable_image(session: Session, image_id: int, user: User | None) -> Image:
-    image = session.get(Image, image_id)
+    image = session.get(Image, check_id(image_id, "image_id"))
     if image is None or not can_read(image, user):
         raise NotFound(f"no image {image_id}", field="image_id")
     return image
@@ -170,7 +171,7 @@ def create_annotation(session: Session, image_id: int, user: User | None, *,
 
 def get_annotation(session: Session, annotation_id: int, user: User | None) -> Annotation:
     """One annotation the caller may read (its own visibility and its image's)."""
-    row = session.get(Annotation, annotation_id)
+    row = session.get(Annotation, check_id(annotation_id, "annotation_id"))
     if row is None or not can_read(row, user):
         raise NotFound(f"no annotation {annotation_id}", field="annotation_id")
     _readable_image(session, row.image_id, user)
@@ -246,7 +247,7 @@ def current_of(session: Session, annotation_id: int) -> Annotation | None:
 
 
 def _chain(session: Session, annotation_id: int) -> list[Annotation]:
-    row = session.get(Annotation, annotation_id)
+    row = session.get(Annotation, check_id(annotation_id, "annotation_id"))
     if row is None:
         raise NotFound(f"no annotation {annotation_id}", field="annotation_id")
     back = [row]

@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from aqualens.catalog.collections import check_name, find_collection
+from aqualens.catalog.ids import check_count, check_id
 from aqualens.catalog.images import as_utc, collect_blobs, delete_image_rows
 from aqualens.catalog.tables import Collection, CollectionImage, Image, User
 from aqualens.catalog.users import check_visibility, check_write, visible
@@ -51,8 +52,9 @@ def list_collections(session: Session, user: User | None, *, owner_id: int | Non
     """Collections ``user`` may see, with their image counts, newest first."""
     if not 1 <= limit <= 1000:
         raise ValidationError(f"limit {limit} out of range", field="limit", valid="1..1000")
-    if offset < 0:
-        raise ValidationError("offset must be >= 0", field="offset")
+    check_count(offset, "offset")
+    if owner_id is not None:
+        check_id(owner_id, "owner_id")
     counts = (select(CollectionImage.collection_id, func.count().label("n"))
               .group_by(CollectionImage.collection_id).subquery())
     q = (select(Collection, func.coalesce(counts.c.n, 0))
@@ -127,7 +129,8 @@ def remove_image_from_collection(session: Session, ref: int | str, image_id: int
     row = find_collection(session, ref, user)
     check_write(row, user, "collection")
     res = session.execute(delete(CollectionImage).where(CollectionImage.collection_id == row.id,
-                                                        CollectionImage.image_id == image_id))
+                                                        CollectionImage.image_id ==
+                                                        check_id(image_id, "image_id")))
     return res.rowcount > 0
 
 

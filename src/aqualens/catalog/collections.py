@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from aqualens.catalog.ids import id_from_ref
 from aqualens.catalog.tables import Collection, CollectionImage, User
 from aqualens.catalog.users import can_read, check_visibility, visible
 from aqualens.core.errors import NotFound, ValidationError
@@ -22,8 +23,9 @@ def check_name(name: str) -> str:
 def find_collection(session: Session, ref: str | int, user: User | None) -> Collection:
     """A collection by id or name that ``user`` may read; own collections win on name clashes."""
     query = select(Collection).where(visible(Collection, user))
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        row = session.scalar(query.where(Collection.id == int(ref)))
+    ref_id = id_from_ref(ref, "collection")
+    if ref_id is not None:
+        row = session.scalar(query.where(Collection.id == ref_id))
     else:
         rows = session.scalars(query.where(Collection.name == ref)).all()
         own = [r for r in rows if user is not None and r.owner_id == user.id]

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
+from aqualens.catalog.ids import id_from_ref
 from aqualens.catalog.tables import DatasetVersion, Model, User
 from aqualens.catalog.users import check_visibility, check_write, visible
 from aqualens.core.errors import Conflict, NotFound, ValidationError
@@ -80,8 +81,9 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 def get_version(session: Session, ref: str | int, user: User | None) -> DatasetVersion:
     """A version by id, ``name@N`` or ``name`` (latest) that ``user`` may read."""
     q = select(DatasetVersion).where(visible(DatasetVersion, user))
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        row = session.scalar(q.where(DatasetVersion.id == int(ref)))
+    ref_id = id_from_ref(ref, "dataset")
+    if ref_id is not None:
+        row = session.scalar(q.where(DatasetVersion.id == ref_id))
     else:
         name, ver = parse_ref(ref)
         q = q.where(DatasetVersion.concept == name)

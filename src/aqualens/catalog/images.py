@@ -17,6 +17,7 @@ from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.orm import Session
 
 from aqualens.catalog.checks import check_text
+from aqualens.catalog.ids import check_id, is_decimal
 from aqualens.catalog.tables import (
     Annotation,
     Collection,
@@ -50,10 +51,8 @@ def search_text_for(original_name: str | None, instrument: str | None = None,
 def get_image(session: Session, ref: int | str, user: User | None) -> Image:
     """An image by id or ``sha256:<hex>`` PID that ``user`` may read (NotFound otherwise)."""
     row = None
-    if isinstance(ref, int) and not isinstance(ref, bool):
-        row = session.get(Image, ref)
-    elif isinstance(ref, str) and ref.isdigit() and len(ref) < 19:
-        row = session.get(Image, int(ref))
+    if isinstance(ref, int) and not isinstance(ref, bool) or is_decimal(ref):
+        row = session.get(Image, check_id(int(ref), "image_id"))
     elif isinstance(ref, str) and _PID.match(ref.strip().lower()):
         sha = _PID.match(ref.strip().lower()).group(1)
         row = session.scalar(select(Image).where(Image.sha256 == sha))

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from aqualens.catalog.checks import check_text
+from aqualens.catalog.ids import MAX_ID, id_from_ref
 from aqualens.catalog.tables import Annotation, Label, LabelSynonym, User
 from aqualens.core.errors import (
     Conflict,
@@ -36,9 +37,11 @@ def check_label_name(name: Any) -> str:
 def _check_aphia(aphia_id: Any) -> int | None:
     if aphia_id is None:
         return None
-    if isinstance(aphia_id, bool) or not isinstance(aphia_id, int) or aphia_id <= 0:
+    if isinstance(aphia_id, bool) or not isinstance(aphia_id, int) or \
+            not 0 < aphia_id <= MAX_ID:
         raise ValidationError(f"invalid AphiaID {aphia_id!r}", field="aphia_id",
-                              valid="a positive WoRMS AphiaID integer, e.g. 1080 (Copepoda)")
+                              valid=f"a positive WoRMS AphiaID integer up to {MAX_ID}, "
+                                    "e.g. 1080 (Copepoda)")
     return aphia_id
 
 
@@ -65,8 +68,9 @@ def resolve_label(session: Session, name: str) -> Label | None:
 def get_label(session: Session, ref: int | str) -> Label:
     """A label by id or by name/synonym; NotFound naming ``label`` otherwise."""
     row = None
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        row = session.get(Label, int(ref))
+    ref_id = id_from_ref(ref, "label")
+    if ref_id is not None:
+        row = session.get(Label, ref_id)
     if row is None and isinstance(ref, str):
         row = resolve_label(session, ref)
     if row is None:

@@ -4,11 +4,12 @@ Results are always in image-id order (keyset pagination on the id), whatever the
 path to the first ``limit + 1`` matching ids changes. A filter can drive a page in three ways:
 
 * *ordered drivers* deliver ids in id order, so the scan stops after the page is full:
-  ``collection_images(collection_id, image_id)``, ``annotations(label_id, is_current, image_id)``,
-  ``annotations(status, is_current, image_id)``, ``images(instrument, id)``, ``images(station,
-  id)``;
-* *range drivers* (captured_at, depth, lat/lon, the free-text index) find every match of their
-  filter, which is then sorted by id: cheap when the filter matches few rows, ruinous at 10k+;
+  ``collection_images(collection_id, image_id)``, ``annotations(label_id, is_current, image_id,
+  ...)`` and ``(status, is_current, image_id, ...)`` (covering: index-only), ``images(instrument,
+  id)``, ``images(station, id)``, and SQLite's FTS5 table (rowid order);
+* *range drivers* (captured_at, depth, lat/lon, a PostgreSQL GIN text index) find every match of
+  their filter, which is then sorted by id: cheap when the filter matches few rows, ruinous at
+  10k+;
 * the *walk*: the primary key in id order with every filter checked per row: cheap when the
   filters together match often (1 % of rows: ~5,000 rows for a page of 50).
 
@@ -18,7 +19,11 @@ a *capped count* per indexed filter (``SELECT count(*) FROM (... LIMIT 5000)``, 
 a millisecond) finds the filters that match few rows. Then
 
 1. a filter with fewer than ``SMALL`` matches drives (at most ``SMALL`` rows are touched);
-2. otherwise the smallest ordered driver drives (it stops at a full page);
+   FTS5 is counted to ``TEXT_CAP`` only (it yields ~15 us per match), and a PostgreSQL GIN text
+   index, which cannot stop early, is trusted when the word has trigrams that the index's
+   statistics do not list as common (see ``text_index.common_trigrams``);
+2. otherwise the first ordered driver (in ``ORDERED`` preference) drives: it stops at a full
+   page;
 3. otherwise the walk runs over a window of ``WINDOW`` ids after the cursor, and if the page is
    not full there, the best remaining driver finishes it from the window's end.
 

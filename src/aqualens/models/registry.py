@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aqualens.catalog.ids import id_from_ref
 from aqualens.catalog.tables import Annotation, DatasetVersion, Model, User
 from aqualens.catalog.users import check_visibility, check_write, visible
 from aqualens.core.errors import Conflict, IntegrityError, NotFound, ValidationError
@@ -147,8 +148,9 @@ def register_model(session: Session, store: BlobStore, artefact_path: Path, info
 def get_model(session: Session, ref: int | str, user: User | None) -> Model:
     """A model by id, ``name`` (highest version) or ``name@version``, if ``user`` may read it."""
     query = select(Model).where(visible(Model, user))
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        row = session.scalar(query.where(Model.id == int(ref)))
+    ref_id = id_from_ref(ref, "model")
+    if ref_id is not None:
+        row = session.scalar(query.where(Model.id == ref_id))
     else:
         name, _, version = str(ref).partition("@")
         if version:
@@ -205,8 +207,9 @@ def resolve_model(ctx: Context, ref: int | str | ModelRef, user: User | None) ->
     if isinstance(ref, ModelRef):
         ref = ref.id
     query = select(*_REF_COLUMNS).where(visible(Model, user))
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        query = query.where(Model.id == int(ref))
+    ref_id = id_from_ref(ref, "model")
+    if ref_id is not None:
+        query = query.where(Model.id == ref_id)
     else:
         name, _, version = str(ref).partition("@")
         query = query.where(Model.name == name)

@@ -32,13 +32,15 @@ THREADS_ENV = "AQUALENS_MODELS__INTRA_OP_THREADS"
 
 def worker_env(settings: Settings | None, nthreads: int) -> dict[str, str]:
     """Environment for a worker process of ``nthreads`` threads: the model intra-op thread
-    count, from the setting when it is non-zero, else ``nthreads``."""
+    count as set (environment, config file or override; an explicit 0 keeps the runtime's
+    default), else ``nthreads``."""
     import os
 
-    configured = settings.models.intra_op_threads if settings is not None else 0
-    if not configured and os.environ.get(THREADS_ENV, "").strip() not in ("", "0"):
+    if settings is not None and "intra_op_threads" in settings.models.model_fields_set:
+        return {THREADS_ENV: str(settings.models.intra_op_threads)}
+    if os.environ.get(THREADS_ENV, "").strip():
         return {THREADS_ENV: os.environ[THREADS_ENV].strip()}
-    return {THREADS_ENV: str(configured or max(1, int(nthreads)))}
+    return {THREADS_ENV: str(max(1, int(nthreads)))}
 
 
 def open_client(settings: Settings, *, timeout_s: float = 30) -> Client:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import select
 
+from aqualens.catalog.ids import check_id
 from aqualens.catalog.tables import Image, JobResult, Model, UsageEvent, User
 from aqualens.catalog.users import can_read, visible
 from aqualens.core.errors import NotFound, ValidationError
@@ -155,7 +156,7 @@ def predict_images(ctx: Context, model_id: int, image_ids: list[int], *, top_k: 
     from aqualens.processing.predict import annotations_from_payload
 
     top_k, threshold = check_options(top_k, threshold)
-    ids = [int(i) for i in image_ids]
+    ids = [check_id(int(i), "image_ids") for i in image_ids]
     with ctx.session() as s:
         user = s.get(User, owner_id)
         if user is None:

@@ -30,6 +30,11 @@ from aqualens.training.nets import Detector, NetConfig, build_net, decode_center
 from aqualens.training.nms import batched_nms
 
 TASKS = ("classify", "detect")
+BALANCE = ("auto", "loss", "sampler", "none")
+# ``balance="auto"`` weights the loss only when the largest class has more than this many times
+# the images of the smallest: mild imbalance is better left alone (on the UVP6 sample, 2.5:1,
+# weighting cost 5 points of accuracy for 0.5 of balanced accuracy).
+AUTO_BALANCE_RATIO = 3.0
 
 
 class TrainingCancelled(JobError):
@@ -52,10 +57,10 @@ class TrainConfig:
     resize: str = "letterbox"
     width: float = 1.0
     depths: tuple[int, ...] = (1, 2, 2, 2)
-    patience: int = 12
-    min_epochs: int = 5
-    balance: str = "loss"                         # loss | sampler | none
-    label_smoothing: float = 0.05
+    patience: int = 20
+    min_epochs: int = 5                           # early stopping also waits for half the epochs
+    balance: str = "auto"                         # auto | loss | sampler | none
+    label_smoothing: float = 0.1
     augment: bool = True
     seed: int = 0
     device: str = "auto"
@@ -69,14 +74,14 @@ class TrainConfig:
         if self.task not in TASKS:
             raise ValidationError(f"unknown task {self.task!r}", field="task",
                                   valid=", ".join(TASKS))
-        if self.balance not in ("loss", "sampler", "none"):
+        if self.balance not in BALANCE:
             raise ValidationError(f"unknown balance {self.balance!r}", field="balance",
-                                  valid="loss, sampler, none")
+                                  valid=", ".join(BALANCE))
         d = asdict(self)
         det = self.task == "detect"
-        d["epochs"] = self.epochs or (70 if det else 60)
+        d["epochs"] = self.epochs or (100 if det else 80)
         d["batch_size"] = self.batch_size or (16 if det else 32)
-        d["lr"] = self.lr or (2e-3 if det else 3e-3)
+        d["lr"] = self.lr or (4e-3 if det else 3e-3)
         d["input_size"] = tuple(self.input_size or ((352, 352) if det else (64, 64)))
         if det and self.train_crop is None:
             d["train_crop"] = 192
@@ -290,6 +295,15 @@ def _save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def resolve_balance(counts: np.ndarray, balance: str) -> str:
+    """``auto`` -> ``loss`` when the classes are skewed (> AUTO_BALANCE_RATIO), else ``none``."""
+    if balance != "auto":
+        return balance
+    present = np.asarray(counts)[np.asarray(counts) > 0]
+    skewed = len(present) > 1 and present.max() > AUTO_BALANCE_RATIO * present.min()
+    return "loss" if skewed else "none"
+
+
 def class_weights(counts: np.ndarray) -> np.ndarray:
     """Inverse-sqrt-frequency weights, mean 1 over present classes (milder than 1/freq)."""
     counts = np.asarray(counts, dtype=np.float64)
@@ -337,7 +351,8 @@ def train(cfg: TrainConfig, train_data: TrainData, val_data: TrainData | None, n
     else:
         net_cfg = NetConfig(task=cfg.task, num_classes=len(names), in_channels=channels,
                             width=cfg.width, depths=cfg.depths,
-                            max_detections=cfg.max_detections, stem_depth=1 if det else 2)
+                            max_detections=cfg.max_detections, stem_depth=1 if det else 2,
+                            dense_head=det)
         mean, std = channel_stats(train_data.images)
     net = build_net(net_cfg)
     if not resume and init_state is not None:
@@ -394,17 +409,18 @@ def train(cfg: TrainConfig, train_data: TrainData, val_data: TrainData | None, n
     if not det:
         counts = np.bincount(train_data.labels, minlength=len(names))
         cw = class_weights(counts)
-        if cfg.balance == "loss":
+        mode = resolve_balance(counts, cfg.balance)
+        if mode == "loss":
             weights = torch.tensor(cw, dtype=torch.float32, device=device)
-        elif cfg.balance == "sampler":
+        elif mode == "sampler":
             sample_p = torch.tensor(cw[train_data.labels] ** 2, dtype=torch.double)
     t0 = time.monotonic()
     prior_seconds = sum(h.get("seconds", 0.0) for h in history)
     stopped = "epochs"
     epoch = start_epoch - 1
     for epoch in range(start_epoch, cfg.epochs + 1):
-        if epoch > plan["epochs"]:
-            stopped = "time"
+        if epoch > plan["epochs"]:             # the time budget's horizon is reached
+            stopped, epoch = "time", epoch - 1
             break
         te = time.monotonic()
         net.train()
@@ -488,7 +504,9 @@ def train(cfg: TrainConfig, train_data: TrainData, val_data: TrainData | None, n
         if progress:
             progress({**rec, "epochs": plan["epochs"], "best": best, "best_epoch": best_epoch,
                       "eta_s": per_epoch * (plan["epochs"] - epoch)})
-        if epoch >= cfg.min_epochs and bad >= cfg.patience:
+        # Validation on a small split swings widely while the learning rate is high: early
+        # stopping only counts once the cosine schedule is past its first half.
+        if epoch >= max(cfg.min_epochs, plan["epochs"] // 2) and bad >= cfg.patience:
             stopped = "early"
             break
         if cfg.max_minutes and (prior_seconds + elapsed) / 60 > cfg.max_minutes:

@@ -3,7 +3,8 @@
 - ``plankton-uvp6-classifier``: the default classifier on ../shared/data/uvp6 (10 classes,
   GPL-3.0 data), stratified 80/10/10 split, seed 0;
 - ``fish-deepfish-detector``: the default detector on ../shared/data/deepfish (one class "Fish",
-  CC BY 4.0 data), 80/10/10 split with whole videos held out, seed 0.
+  CC BY 4.0 data), whole videos held out: 20 % test, 10 % of the rest validation (the split of
+  ``bench/train_detect.py --split video``), seed 0, a fixed number of epochs.
 
 Each becomes an ``.aqlmodel`` package (ONNX + native checkpoint + card with data, metrics and
 licence) that ``aqualens models import`` (and ``aqualens demo``) registers with no download.
@@ -27,6 +28,7 @@ REFERENCES = {
     "plankton-uvp6-classifier": {"folder": "uvp6", "task": "classify", "licence": "GPL-3.0",
                                  "data_licence": "GPL-3.0 (github.com/ecotaxa/uvpec img_sample)"},
     "fish-deepfish-detector": {"folder": "deepfish", "task": "detect", "licence": "CC-BY-4.0",
+                               "epochs": 50,
                                "data_licence": "CC BY 4.0 (DeepFish, Saleh et al. 2020, "
                                                "Roboflow export deepfish-fmyzf v2)"},
 }
@@ -72,6 +74,7 @@ def build(name: str, data_root: Path, out_dir: Path, seed: int = 0, threads: int
 
     spec_ref = REFERENCES[name]
     task = spec_ref["task"]
+    epochs = epochs or spec_ref.get("epochs")     # fixed, not time-capped: reproducible
     if threads:
         torch.set_num_threads(threads)
     folder = data_root / spec_ref["folder"]
@@ -155,6 +158,12 @@ def build(name: str, data_root: Path, out_dir: Path, seed: int = 0, threads: int
             "epochs_run": res.epochs_run}
 
 
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
 def _card(name: str, ref: dict, info: Any, splits: dict, res: Any, overall: dict,
           seed: int) -> str:
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in overall.items())
@@ -179,8 +188,12 @@ Data licence: {ref['data_licence']}.
 {rows}
 
 Trained {res.epochs_run} epochs (best validation {res.best_metric:.4f} at epoch {res.best_epoch},
-stopped: {res.stopped}). A small sample: use it as a demo and a starting point for fine-tuning
-(`aqualens train --base-model {name}@1.0.0`), not as a production model.
+stopped: {res.stopped}) in {res.seconds / 60:.1f} min on {res.config.device} with
+{res.config.threads or 'default'} threads (torch {_torch_version()}); input
+{res.config.input_size[0]}x{res.config.input_size[1]} ({res.config.resize}). Rebuild with
+`make models` (needs the shared sample data next to the repository). A small sample: use it as a
+demo and a starting point for fine-tuning (`aqualens train --base-model {name}@1.0.0`), not as a
+production model.
 
 ## Licence
 

@@ -12,6 +12,7 @@ from aqualens.api.routes.search import page_out
 from aqualens.catalog import collection_crud as crud
 from aqualens.catalog.collections import collection_size, find_collection
 from aqualens.catalog.context import Context
+from aqualens.catalog.ids import MAX_ID
 from aqualens.catalog.search import ImageQuery, search_images
 from aqualens.catalog.tables import User
 from aqualens.core.errors import NotFound
@@ -20,8 +21,9 @@ router = APIRouter(prefix="/api/v1", tags=["collections"])
 
 
 @router.get("/collections", response_model=list[CollectionOut])
-def list_collections(limit: int = Query(200, ge=1, le=1000), offset: int = Query(0, ge=0),
-                     owner_id: int | None = Query(None, description="Only this owner's."),
+def list_collections(limit: int = Query(200, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_ID),
+                     owner_id: int | None = Query(None, description="Only this owner's.",
+                                                 le=MAX_ID),
                      session: Session = Depends(get_session),
                      user: User | None = Depends(optional_user)) -> list[dict]:
     """Collections you can see (anonymous: public ones), newest first, with image counts."""

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from aqualens.api.deps import current_user, get_session, optional_user
+from aqualens.catalog.ids import MAX_ID
 from aqualens.catalog.tables import User
 from aqualens.processing import jobs
 
@@ -42,8 +43,8 @@ def _accepted(job) -> JSONResponse:
 
 @router.get("/jobs")
 def list_jobs(state: str | None = None, kind: str | None = None,
-              service_id: int | None = None, since: datetime | None = None,
-              limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0),
+              service_id: int | None = Query(None, ge=0, le=MAX_ID), since: datetime | None = None,
+              limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_ID),
               session: Session = Depends(get_session),
               user: User | None = Depends(optional_user)) -> list[dict[str, Any]]:
     """Jobs the caller may see, newest first; filter by state, kind, service, creation time."""
@@ -87,7 +88,7 @@ def retry_job(job_id: str, session: Session = Depends(get_session),
 
 
 @router.get("/jobs/{job_id}/logs")
-def job_logs(job_id: str, after: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=10000),
+def job_logs(job_id: str, after: int = Query(0, ge=0, le=MAX_ID), limit: int = Query(1000, ge=1, le=10000),
              session: Session = Depends(get_session),
              user: User | None = Depends(optional_user)) -> list[dict[str, Any]]:
     """Log lines in order; pass the last ``id`` as ``after`` to follow."""
@@ -99,7 +100,7 @@ def job_logs(job_id: str, after: int = Query(0, ge=0), limit: int = Query(1000, 
 
 @router.get("/jobs/{job_id}/results")
 def job_results(job_id: str, ok: bool | None = None, limit: int = Query(1000, ge=1, le=10000),
-                offset: int = Query(0, ge=0), session: Session = Depends(get_session),
+                offset: int = Query(0, ge=0, le=MAX_ID), session: Session = Depends(get_session),
                 user: User | None = Depends(optional_user)) -> list[dict[str, Any]]:
     """Per-image results (``ok=false``: the failures with their reasons)."""
     job = jobs.get_job(session, job_id, user)

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from aqualens.api.catalog_schemas import LabelCreate, LabelOut, LabelPatch
 from aqualens.api.deps import current_user, get_session
 from aqualens.catalog import labels as lab
+from aqualens.catalog.ids import MAX_ID
 from aqualens.catalog.tables import Label, User
 
 router = APIRouter(prefix="/api/v1", tags=["labels"])
@@ -22,7 +23,7 @@ def label_out(session: Session, row: Label, count: int | None = None) -> dict:
 
 @router.get("/labels", response_model=list[LabelOut])
 def list_labels(prefix: str | None = Query(None, description="Names starting with this."),
-                limit: int = Query(1000, ge=1, le=10000), offset: int = Query(0, ge=0),
+                limit: int = Query(1000, ge=1, le=10000), offset: int = Query(0, ge=0, le=MAX_ID),
                 session: Session = Depends(get_session)) -> list[dict]:
     """Labels by name with the number of current annotations using each (public vocabulary)."""
     return [label_out(session, r, n)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy.orm import Session
@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 
 from aqualens.api.deps import current_user, get_ctx, get_session, optional_user
 from aqualens.catalog.context import Context
+from aqualens.catalog.ids import MAX_ID, check_id
 from aqualens.catalog.tables import Model, User
 from aqualens.core.errors import TooLarge, UnsupportedMedia, ValidationError
 from aqualens.models import registry
@@ -75,14 +76,15 @@ def _json_field(value: Any, field: str) -> dict[str, Any]:
 
 @router.get("/models")
 def list_models(task: str | None = None, name: str | None = None, q: str | None = None,
-                latest: bool = False, limit: int = 200, offset: int = 0,
+                latest: bool = False, limit: int = 200,
+                offset: int = Query(0, ge=0, le=MAX_ID),
                 session: Session = Depends(get_session),
                 user: User | None = Depends(optional_user)) -> dict[str, Any]:
     """Models you may see (public ones, your own; all for admins)."""
     if not 1 <= limit <= 1000:
         raise ValidationError("limit must be 1..1000", field="limit")
     rows = registry.list_models(session, user, task=task, name=name, text=q,
-                                latest_only=latest, limit=limit, offset=max(offset, 0))
+                                latest_only=latest, limit=limit, offset=offset)
     return {"items": [registry.model_dict(m, owner_name=_owner_name(session, m)) for m in rows]}
 
 
@@ -240,6 +242,8 @@ async def predict(ref: str, request: Request, ctx: Context = Depends(get_ctx),
         ids = body["image_ids"]
         if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise ValidationError("image_ids must be integers", field="image_ids")
+        for i in ids:
+            check_id(i, "image_ids")
         if user is None and body.get("store", True):
             from aqualens.core.errors import Unauthorized
 
