@@ -5,6 +5,7 @@ past what SQL holds, bodies the framework cannot parse), on SQLite and on Postgr
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -37,7 +38,8 @@ def assert_names_field(r, field: str, status: int | tuple[int, ...] = 422) -> No
     statuses = (status,) if isinstance(status, int) else status
     assert r.status_code in statuses, (r.status_code, r.text)
     body = r.json()
-    assert body["field"] == field, body
+    # Request fields the framework checks are located like "query.offset" or "path.ref".
+    assert body["field"] == field or body["field"].split(".", 1)[-1] == field, body
     assert field in body["message"], body
 
 
@@ -65,15 +67,18 @@ ID_PATHS = [  # (method, path with {n}, json body, field the answer must name)
 ]
 
 
-@pytest.mark.parametrize("n", [2**31, 2**63, 10**30])
-@pytest.mark.parametrize(("method", "path", "body", "field"), ID_PATHS,
-                         ids=[f"{m} {p}" for m, p, _, _ in ID_PATHS])
-def test_out_of_range_ids_are_422(client, seeded, method, path, body, field, n):  # noqa: ANN001
-    if body == "model":
-        body = {"model": n, "image_ids": seeded["images"][:1]}
-    r = client.request(method, path.format(n=n), json=body)
-    assert_names_field(r, field)
-    assert r.json().get("valid"), r.json()
+def test_out_of_range_ids_are_422(client, seeded):  # noqa: ANN001
+    failures = []
+    for method, path, body, field in ID_PATHS:
+        for n in (2**31, 2**63, 10**30):
+            data = {"model": n, "image_ids": seeded["images"][:1]} if body == "model" else body
+            r = client.request(method, path.format(n=n), json=data)
+            try:
+                assert_names_field(r, field)
+                assert r.json().get("valid"), r.json()
+            except (AssertionError, KeyError, ValueError) as exc:
+                failures.append(f"{method} {path.format(n=n)}: {exc}")
+    assert not failures, "\n".join(failures)
 
 
 @pytest.mark.parametrize("n", HUGE)
@@ -188,9 +193,15 @@ def test_ids_over_int32_on_both_tiers(any_ctx, n):  # noqa: ANN001
                            "model")
         assert_names_field(c.post(f"/api/v1/images/{img}/annotations",
                                   json={"label_id": n, "geometry_type": "none"}), "label_id")
-        # NUL in text: PostgreSQL cannot store it; both tiers refuse it with the field named.
-        r = c.post("/api/v1/collections", json={"name": "a\x00b"})
-        assert_names_field(r, "collection")
+        # NUL in text: PostgreSQL cannot store it (a DataError); both tiers refuse it at the
+        # door with the field named: path, query and JSON body (nested too).
+        assert_names_field(c.get("/api/v1/collections/a%00b"), "collection")
+        assert_names_field(c.get("/api/v1/labels", params={"prefix": "a\x00"}), "prefix")
+        assert_names_field(c.get("/api/v1/compare", params={"job_a": "\x00", "job_b": "x"}),
+                           "job_a")
+        assert_names_field(c.post("/api/v1/collections", json={"name": "a\x00b"}), "name")
+        assert_names_field(c.patch(f"/api/v1/images/{img}", json={"meta": {"k": ["\x00"]}}),
+                           "meta.k.0")
 
 
 # --------------------------------------------------------------- property test: never a 5xx
@@ -202,7 +213,8 @@ scalars = st.one_of(st.none(), st.booleans(), ints, texts,
                     st.floats(allow_nan=True, allow_infinity=True))
 json_values = st.recursive(scalars, lambda kids: st.one_of(
     st.lists(kids, max_size=4), st.dictionaries(texts, kids, max_size=4)), max_leaves=12)
-path_refs = st.one_of(ints.map(str), texts.filter(lambda t: t not in ("", ".", "..")),
+path_refs = st.one_of(ints.map(str),
+                      texts.filter(lambda t: t not in ("", ".", "..")).map(lambda t: quote(t, safe="")),
                       st.sampled_from(["c1", "%C2%B2", "sha256:" + "0" * 64, "1.5", "-1"]))
 
 ENDPOINTS = [  # (method, path template with {ref}, query names, body fields)
@@ -241,8 +253,7 @@ ENDPOINTS = [  # (method, path template with {ref}, query names, body fields)
 @st.composite
 def requests(draw):  # noqa: ANN001, ANN201
     method, template, query_names, fields = draw(st.sampled_from(ENDPOINTS))
-    path = template.format(ref=draw(path_refs).replace("/", "%2F").replace("?", "%3F")
-                           .replace("#", "%23"))
+    path = template.format(ref=draw(path_refs))
     # Query values as strings, some names given twice.
     query = draw(st.lists(st.tuples(st.sampled_from(query_names), st.one_of(ints.map(str), texts,
                                                                           st.sampled_from(

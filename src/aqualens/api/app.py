@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from aqualens import __version__
 from aqualens.api import errors
+from aqualens.api.deps import reject_nul
 from aqualens.catalog.context import Context
 
 # Each module exposes ``router``; listed here so the app is assembled in one visible place.
@@ -35,7 +36,8 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     ctx = ctx or Context()
     app = FastAPI(title="AquaLens", version=__version__,
                   description="Open AI image analysis for aquatic science.",
-                  openapi_url="/api/v1/openapi.json", docs_url="/docs")
+                  openapi_url="/api/v1/openapi.json", docs_url="/docs",
+                  dependencies=[Depends(reject_nul)])
     app.state.ctx = ctx
     errors.install(app)
     for name in ROUTERS:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -10,7 +12,7 @@ from sqlalchemy.orm import Session
 from aqualens.catalog.context import Context
 from aqualens.catalog.tables import User
 from aqualens.catalog.users import user_for_token
-from aqualens.core.errors import Unauthorized
+from aqualens.core.errors import Unauthorized, ValidationError
 
 
 def get_ctx(request: Request) -> Context:
@@ -63,3 +65,45 @@ def current_user(user: User | None = Depends(optional_user)) -> User:
         raise Unauthorized("this endpoint needs an API token", field="Authorization",
                            valid="Authorization: Bearer <token>")
     return user
+
+
+_NO_NUL = "text without NUL (\\x00) characters"
+
+
+async def reject_nul(request: Request) -> None:
+    """Refuse NUL characters in path, query and JSON body text, naming the field.
+
+    PostgreSQL cannot store them in text (the driver raises a DataError), SQLite silently would:
+    refusing them at the door keeps both tiers the same and the answer a clear 422.
+    """
+    for where, params in (("path", request.path_params), ("query", request.query_params)):
+        for key, value in params.multi_items() if where == "query" else params.items():
+            if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+                raise ValidationError(f"{where} parameter {key!r} contains a NUL character",
+                                      field=key.replace("\x00", "\\x00"), valid=_NO_NUL)
+    if request.headers.get("content-type", "").startswith("application/json"):
+        raw = await request.body()  # cached by Starlette; the route reads the same bytes
+        if b"\\u0000" in raw or b"\x00" in raw:
+            try:
+                field = _nul_field(json.loads(raw))
+            except ValueError:
+                field = "body"  # not JSON at all: the route says so itself
+            if field:
+                raise ValidationError("the JSON body contains a NUL character", field=field,
+                                      valid=_NO_NUL)
+
+
+def _nul_field(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (or key) holding a NUL character, or None."""
+    if isinstance(value, str):
+        return (path or "body") if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else \
+        enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        sub = f"{path}.{key}" if path else str(key)
+        if "\x00" in str(key):
+            return sub.replace("\x00", "\\x00")
+        found = _nul_field(item, sub)
+        if found:
+            return found
+    return None

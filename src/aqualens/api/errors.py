@@ -55,11 +55,17 @@ def install(app: FastAPI) -> None:
             parts = [str(p) for p in err.get("loc", ())]
             # ("body",) alone means the whole body (missing, not an object, not JSON): say so.
             loc = ".".join(p for p in parts if p != "body") or (parts[0] if parts else "request")
-            problems.append({"field": loc, "message": err.get("msg", "invalid")})
+            problem = {"field": loc, "message": err.get("msg", "invalid")}
+            valid = _valid_from(err.get("ctx") or {})
+            if valid:
+                problem["valid"] = valid
+            problems.append(problem)
         first = problems[0] if problems else {"field": "request", "message": "invalid request"}
-        return JSONResponse({"error": "invalid", "field": first["field"],
-                             "message": f"{first['field']}: {first['message']}",
-                             "details": problems}, status_code=422)
+        out = {"error": "invalid", "field": first["field"],
+               "message": f"{first['field']}: {first['message']}", "details": problems}
+        if first.get("valid"):
+            out["valid"] = first["valid"]
+        return JSONResponse(out, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -80,6 +86,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(sa_exc.IntegrityError)
     async def _integrity(request: Request, exc: sa_exc.IntegrityError) -> JSONResponse:
         return _database_refused(request, exc, 409, "conflict")
+
+
+_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "max_length": "length <=",
+           "min_length": "length >=", "expected": "", "pattern": "matching"}
+
+
+def _valid_from(ctx: dict) -> str | None:
+    """What pydantic's error context says is valid (bounds, choices), e.g. ">= 0, <= 100"."""
+    parts = [f"{_BOUNDS[k]} {v}".strip() for k, v in ctx.items() if k in _BOUNDS]
+    return ", ".join(parts) or None
 
 
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
