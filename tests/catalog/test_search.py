@@ -395,3 +395,31 @@ def test_text_index_in_use_and_same_answers(cat):
             scan = set(s.scalars(search_mod.select(search_mod.Image.id).where(
                 search_mod._text_condition(words, None))))
             assert with_index == scan, words
+
+
+def test_statistics_only_for_a_filled_sqlite_catalogue(tmp_path, monkeypatch):
+    """No ANALYZE of an empty catalogue (stale "tiny table" statistics slow bulk loads); one
+    sampled ANALYZE once there are images and no statistics."""
+    from sqlalchemy import text
+
+    from aqualens.catalog import text_index
+
+    ctx = Context(load_settings(data_dir=tmp_path / "data"))
+    init_instance(ctx)
+    engine = get_engine(ctx.db_url)
+
+    def stats() -> list:
+        with engine.connect() as conn:
+            if not conn.execute(text("SELECT 1 FROM sqlite_master WHERE name='sqlite_stat1'")
+                                ).first():
+                return []
+            return conn.execute(text("SELECT idx FROM sqlite_stat1 WHERE tbl='images'")).all()
+
+    assert stats() == []
+    with ctx.session() as s:
+        admin = get_admin(s)
+        for _ in range(3):
+            make_image(s, admin, instrument="X")
+    monkeypatch.setattr(text_index, "ANALYZE_MIN_ROWS", 3)
+    text_index.refresh_statistics(engine)
+    assert stats() != []

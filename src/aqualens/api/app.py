@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI
 
 from aqualens import __version__
 from aqualens.api import errors
-from aqualens.api.deps import reject_nul
+from aqualens.api.deps import reject_unstorable
 from aqualens.catalog.context import Context
 
 # Each module exposes ``router``; listed here so the app is assembled in one visible place.
@@ -37,7 +37,7 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     app = FastAPI(title="AquaLens", version=__version__,
                   description="Open AI image analysis for aquatic science.",
                   openapi_url="/api/v1/openapi.json", docs_url="/docs",
-                  dependencies=[Depends(reject_nul)])
+                  dependencies=[Depends(reject_unstorable)])
     app.state.ctx = ctx
     errors.install(app)
     for name in ROUTERS:

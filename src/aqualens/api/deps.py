@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,42 +70,57 @@ def current_user(user: User | None = Depends(optional_user)) -> User:
 
 
 _NO_NUL = "text without NUL (\\x00) characters"
+_FINITE = "finite numbers (standard JSON has no NaN or Infinity)"
+# Only bodies holding one of these are parsed a second time: NUL (raw or escaped), NaN,
+# Infinity, or an exponent of three digits or more (1e400 reads as inf).
+_SUSPECT = re.compile(rb"\\u0000|\x00|NaN|Infinity|\d[eE][+-]?\d{3}")
 
 
-async def reject_nul(request: Request) -> None:
-    """Refuse NUL characters in path, query and JSON body text, naming the field.
+async def reject_unstorable(request: Request) -> None:
+    """Refuse, naming the field, what no catalogue column can hold: NUL characters in path,
+    query or JSON body text, and NaN/Infinity (or overflowing numbers such as 1e400) in a JSON
+    body.
 
-    PostgreSQL cannot store them in text (the driver raises a DataError), SQLite silently would:
-    refusing them at the door keeps both tiers the same and the answer a clear 422.
+    PostgreSQL refuses both (a DataError deep in a query) where SQLite would store them: checking
+    at the door keeps the two tiers the same and the answer a clear 422. Installed for every
+    route by :func:`aqualens.api.app.create_app`.
     """
-    for where, params in (("path", request.path_params), ("query", request.query_params)):
-        for key, value in params.multi_items() if where == "query" else params.items():
+    for where, items in (("path", request.path_params.items()),
+                         ("query", request.query_params.multi_items())):
+        for key, value in items:
             if "\x00" in key or (isinstance(value, str) and "\x00" in value):
                 raise ValidationError(f"{where} parameter {key!r} contains a NUL character",
                                       field=key.replace("\x00", "\\x00"), valid=_NO_NUL)
-    if request.headers.get("content-type", "").startswith("application/json"):
-        raw = await request.body()  # cached by Starlette; the route reads the same bytes
-        if b"\\u0000" in raw or b"\x00" in raw:
-            try:
-                field = _nul_field(json.loads(raw))
-            except ValueError:
-                field = "body"  # not JSON at all: the route says so itself
-            if field:
-                raise ValidationError("the JSON body contains a NUL character", field=field,
-                                      valid=_NO_NUL)
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        return
+    raw = await request.body()  # cached by Starlette: the route reads the same bytes
+    if not _SUSPECT.search(raw):
+        return
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return  # not JSON at all: the route says so itself
+    found = _unstorable(doc)
+    if found:
+        field, nul = found
+        raise ValidationError(
+            f"the JSON body holds {'a NUL character' if nul else 'a non-finite number'}",
+            field=field, valid=_NO_NUL if nul else _FINITE)
 
 
-def _nul_field(value: Any, path: str = "") -> str | None:
-    """The dotted path of the first string (or key) holding a NUL character, or None."""
+def _unstorable(value: Any, path: str = "") -> tuple[str, bool] | None:
+    """(dotted path, is-NUL) of the first NUL string/key or non-finite number, or None."""
     if isinstance(value, str):
-        return (path or "body") if "\x00" in value else None
+        return (path or "body", True) if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "body", False)
     items = value.items() if isinstance(value, dict) else \
         enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         sub = f"{path}.{key}" if path else str(key)
         if "\x00" in str(key):
-            return sub.replace("\x00", "\\x00")
-        found = _nul_field(item, sub)
+            return sub.replace("\x00", "\\x00"), True
+        found = _unstorable(item, sub)
         if found:
             return found
     return None

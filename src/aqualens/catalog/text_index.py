@@ -182,11 +182,15 @@ def include_object(obj, name, type_, reflected, compare_to) -> bool:  # noqa: AN
     return True
 
 
+ANALYZE_MIN_ROWS = 10_000
+
+
 def refresh_statistics(engine: Engine) -> None:
     """Give the planner statistics where it has none (instance start; after a bulk load).
 
     SQLite: ``ANALYZE`` with ``analysis_limit`` (samples ~1,000 rows per index: about 0.1 s at
-    a million images) when ``sqlite_stat1`` knows nothing about ``images`` yet. PostgreSQL:
+    a million images) when ``sqlite_stat1`` knows nothing about ``images`` yet and there are at
+    least ``ANALYZE_MIN_ROWS`` images. PostgreSQL:
     autovacuum keeps statistics; nothing to do. Search itself does not depend on them (its
     plan comes from capped counts, see search_plan.py), but SQLite's join order does."""
     if engine.dialect.name != "sqlite":
@@ -195,8 +199,12 @@ def refresh_statistics(engine: Engine) -> None:
         have = conn.execute(text("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'")
                             ).first() and conn.execute(text(
                                 "SELECT 1 FROM sqlite_stat1 WHERE tbl = 'images'")).first()
+        # Never on a (nearly) empty catalogue: statistics saying "tiny tables" made a later
+        # bulk load of a million rows several times slower (measured with bench/search.py).
+        rows = conn.execute(text("SELECT count(*) FROM (SELECT 1 FROM images LIMIT :n)"),
+                            {"n": ANALYZE_MIN_ROWS}).scalar()
         conn.rollback()
-        if have:
+        if have or rows < ANALYZE_MIN_ROWS:
             return
         # Never wait for a long writer (an ingest in another process): next start will do it.
         conn.execute(text("PRAGMA busy_timeout = 200"))

@@ -196,21 +196,24 @@ def _decode(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-def _rows(path: Path, text: str) -> tuple[list[str], list[tuple[int | str, dict[str, Any]]]]:
-    """Header and ``(row number, record)`` pairs of a CSV/TSV or JSON sidecar."""
+def _rows(path: Path, text: str,
+          name: str | None = None) -> tuple[list[str], list[tuple[int | str, dict[str, Any]]]]:
+    """Header and ``(row number, record)`` pairs of a CSV/TSV or JSON sidecar; errors name
+    ``name`` (the file as the user called it), else the path's own name."""
+    name = name or path.name
     suffix = path.suffix.lower()
     if suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise FormatError(f"{path.name}: invalid JSON at line {exc.lineno}: {exc.msg}",
-                              field=path.name) from None
+            raise FormatError(f"{name}: invalid JSON at line {exc.lineno}: {exc.msg}",
+                              field=name) from None
         if isinstance(data, dict):  # {"name.jpg": {...}, ...}
             data = [{"file": k, **(v if isinstance(v, dict) else {"value": v})}
                     for k, v in data.items()]
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise FormatError(f"{path.name}: JSON sidecar must be a list of objects or an "
-                              "object keyed by file name", field=path.name)
+            raise FormatError(f"{name}: JSON sidecar must be a list of objects or an "
+                              "object keyed by file name", field=name)
         header: list[str] = []
         for r in data:
             header.extend(k for k in r if k not in header)
@@ -224,9 +227,18 @@ def _rows(path: Path, text: str) -> tuple[list[str], list[tuple[int | str, dict[
             delimiter = ","
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     try:
+        return _csv_rows(name, reader)
+    except csv.Error as exc:  # a stray carriage return or NUL: not a readable table
+        raise FormatError(f"{name} line {reader.line_num}: not a readable CSV/TSV table "
+                          f"({exc})", field=f"{name} line {reader.line_num}",
+                          valid="a CSV, TSV or JSON sidecar (UTF-8 text)") from None
+
+
+def _csv_rows(name: str, reader: Any) -> tuple[list[str], list[tuple[int | str, dict]]]:
+    try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
-        raise FormatError(f"{path.name} is empty", field=path.name) from None
+        raise FormatError(f"{name} is empty", field=name) from None
     rows: list[tuple[int | str, dict[str, Any]]] = []
     for line, values in enumerate(reader, start=2):
         if not any(v.strip() for v in values):
@@ -234,8 +246,8 @@ def _rows(path: Path, text: str) -> tuple[list[str], list[tuple[int | str, dict[
         if line == 2 and all(v.strip().lower() in ("[t]", "[f]") for v in values if v.strip()):
             continue  # EcoTaxa type row
         if len(values) > len(header):
-            raise FormatError(f"{path.name} row {line}: {len(values)} values but the header has "
-                              f"{len(header)} columns", field=f"{path.name} row {line}")
+            raise FormatError(f"{name} row {line}: {len(values)} values but the header has "
+                              f"{len(header)} columns", field=f"{name} row {line}")
         rows.append((line, dict(zip(header, values))))
     return header, rows
 
@@ -253,7 +265,7 @@ def read_sidecar(path: Path, mapping: dict[str, str] | None = None,
     except OSError as exc:
         raise FormatError(f"cannot read metadata file {file}: {exc.strerror}",
                           field="metadata") from exc
-    header, rows = _rows(Path(path), text)
+    header, rows = _rows(Path(path), text, file)
     key_col = _pick(header, "file", mapping, file)
     if key_col is None:
         raise FormatError(f"{file}: no file-name column", field=f"{file} header",

@@ -108,7 +108,12 @@ def import_taxa(session: Session, path: Path) -> TaxaReport:
     text = read_text(Path(path), encodings=("utf-8-sig", "latin-1"), rel=rel)
     sample = text[:4096]
     delim = "\t" if sample.count("\t") > sample.count(",") else ","
-    rows = list(csv.reader(text.splitlines(), delimiter=delim))
+    reader = csv.reader(text.splitlines(), delimiter=delim)
+    try:
+        rows = list(reader)
+    except csv.Error as exc:  # e.g. a field over csv's 128 KiB limit
+        raise FormatError(f"{rel} line {reader.line_num}: {exc}", field=f"{rel}:{reader.line_num}",
+                          valid="a CSV/TSV taxon list with name[,aphia_id,...] columns") from None
     if not rows:
         raise FormatError(f"{rel} is empty", field=rel, valid="a header with name[,aphia_id,...]")
     head = [h.strip().lower().replace(" ", "_") for h in rows[0]]

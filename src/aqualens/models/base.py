@@ -57,14 +57,16 @@ SEMVER_RE = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$")
+VERSION_MAX = 50  # the width of models.version
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,199}$")
 
 
 def validate_version(version: str) -> str:
     """Return ``version`` if it is a semantic version (``1.2.3``, ``1.0.0-rc.1``), else raise."""
-    if not isinstance(version, str) or not SEMVER_RE.match(version):
+    if not isinstance(version, str) or len(version) > VERSION_MAX or not SEMVER_RE.match(version):
         raise ValidationError(f"model version {version!r} is not a semantic version",
-                              field="version", valid="MAJOR.MINOR.PATCH, e.g. 1.0.0 or 2.1.0-rc.1")
+                              field="version", valid="MAJOR.MINOR.PATCH, e.g. 1.0.0 or 2.1.0-rc.1,"
+                                                     f" at most {VERSION_MAX} characters")
     return version
 
 

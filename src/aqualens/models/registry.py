@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from aqualens.storage.base import BlobStore
 
 GROUP = "aqualens.models"
+LICENCE_MAX = 100  # the width of models.licence
 EDITABLE = ("description", "card", "licence", "keywords", "visibility", "metrics")
 # Loaded runtimes kept per process (LRU): enough for a few models side by side.
 CACHE_SIZE = 8
@@ -97,6 +98,15 @@ def model_info(model: Model) -> ModelInfo:
                      options=dict(model.options or {}))
 
 
+def check_licence(value: str | None) -> str | None:
+    """A licence (SPDX id or short name) that fits its column, or None."""
+    if value is not None and (not isinstance(value, str) or len(value) > LICENCE_MAX):
+        raise ValidationError(f"licence {str(value)[:40]!r}... is not a short licence name",
+                              field="licence", valid=f"an SPDX id or short licence name, at "
+                                                     f"most {LICENCE_MAX} characters")
+    return value
+
+
 def register_model(session: Session, store: BlobStore, artefact_path: Path, info: ModelInfo,
                    owner_id: int, *, metrics: dict | None = None, card: str = "",
                    licence: str | None = None, keywords: tuple | list = (),
@@ -135,7 +145,7 @@ def register_model(session: Session, store: BlobStore, artefact_path: Path, info
                 labels=[lab.to_dict() for lab in info.labels],
                 input_spec=info.input_spec.to_dict(), metrics=metrics,
                 keywords=[str(k) for k in (keywords or info.keywords or [])],
-                licence=licence if licence is not None else info.licence,
+                licence=check_licence(licence if licence is not None else info.licence),
                 card=card or info.card or "", description=info.description or "",
                 artefact_sha256=sha, dataset_version_id=dataset_version_id, job_id=job_id,
                 params=dict(params or {}), options=dict(info.options or {}), files=files,
@@ -268,6 +278,8 @@ def update_model(session: Session, ref: int | str, user: User | None, **changes:
             value = changes[key]
             if value is not None and not isinstance(value, str):
                 raise ValidationError(f"{key} must be text", field=key)
+            if key == "licence":
+                check_licence(value)
             setattr(model, key, value if key == "licence" else (value or ""))
     session.flush()
     # Warm runtimes of this model carry its ModelInfo: give them the new descriptive fields

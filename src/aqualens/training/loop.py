@@ -506,7 +506,8 @@ def train(cfg: TrainConfig, train_data: TrainData, val_data: TrainData | None, n
                       "eta_s": per_epoch * (plan["epochs"] - epoch)})
         # Validation on a small split swings widely while the learning rate is high: early
         # stopping only counts once the cosine schedule is past its first half.
-        if epoch >= max(cfg.min_epochs, plan["epochs"] // 2) and bad >= cfg.patience:
+        half = max(cfg.min_epochs, plan["epochs"] // 2)
+        if epoch >= half and epoch - max(best_epoch, half) >= cfg.patience:
             stopped = "early"
             break
         if cfg.max_minutes and (prior_seconds + elapsed) / 60 > cfg.max_minutes:
