@@ -121,7 +121,8 @@ def diff_datasets(ref: str, other: str, session: Session = Depends(get_session),
                             ds.get_version(session, other, user))
 
 
-@router.api_route("/datasets/{ref}", methods=["PUT", "PATCH"])
+@router.put("/datasets/{ref}", operation_id="replace_dataset_version")
+@router.patch("/datasets/{ref}", operation_id="patch_dataset_version")
 def change_dataset(ref: str, session: Session = Depends(get_session),
                    user: User = Depends(current_user)) -> None:
     """Frozen versions cannot change: always 409 (freeze a new version instead)."""
