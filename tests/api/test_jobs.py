@@ -65,6 +65,7 @@ def test_bad_job_requests(client):
         ({"kind": "image-stats", "params": {}}, "image_ids/collection/query", "exactly one"),
         ({"kind": "image-stats", "params": {"image_ids": "1,2"}}, "image_ids", "list of integers"),
         ({"kind": "image-stats", "params": {"image_ids": ["a"]}}, "image_ids", "integers"),
+        ({"kind": "image-stats", "params": {"image_ids": [2**40]}}, "image_ids", "2147483647"),
         ({"params": {}}, "kind", "Field required"),
     ]
     for body, field, words in cases:

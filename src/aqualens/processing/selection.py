@@ -15,6 +15,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aqualens.catalog.ids import check_id
 from aqualens.catalog.tables import CollectionImage, Image, User
 from aqualens.catalog.users import visible
 from aqualens.core.errors import ValidationError
@@ -33,6 +34,8 @@ def check_selection(params: dict) -> None:
         if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool)
                                                 for i in ids):
             raise ValidationError("image_ids must be a list of integers", field="image_ids")
+        for i in ids:
+            check_id(i, "image_ids")
     if "query" in given and not isinstance(params["query"], dict):
         raise ValidationError("query must be an object of search fields", field="query")
 
