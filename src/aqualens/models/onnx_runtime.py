@@ -7,10 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from aqualens.core.errors import ModelError
-from aqualens.models.base import (ONNX_INPUT, ModelInfo, ModelRuntime, Result,
-                                  check_predict_args)
-from aqualens.models.postprocess import decode
-from aqualens.models.preprocess import preprocess_batch
+from aqualens.models.base import (ONNX_INPUT, ModelInfo)
+from aqualens.models.tensor_runtime import TensorRuntime
 
 
 def configured_threads(threads: int | None = None) -> int:
@@ -60,7 +58,7 @@ def providers_for(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-class OnnxModel(ModelRuntime):
+class OnnxModel(TensorRuntime):
     """An ONNX model following the AquaLens tensor conventions (see :mod:`models.base`)."""
 
     name = "onnx"
@@ -112,17 +110,3 @@ class OnnxModel(ModelRuntime):
         return {name: np.concatenate([p[j] for p in parts]) if len(parts) > 1 else parts[0][j]
                 for j, name in enumerate(self.output_names)}
 
-    def predict(self, images: list[np.ndarray], top_k: int = 5,
-                threshold: float = 0.0) -> list[Result]:
-        check_predict_args(images, top_k, threshold)
-        if not images:
-            return []
-        batch, transforms = preprocess_batch(images, self.info.input_spec)
-        try:
-            outputs = self.run(batch)
-        except Exception as exc:
-            if isinstance(exc, ModelError):
-                raise
-            raise ModelError(f"model {self.info.name} {self.info.version} failed: "
-                             f"{str(exc).splitlines()[0][:300]}", field="images") from None
-        return decode(self.info, outputs, transforms, top_k, float(threshold))

@@ -14,15 +14,13 @@ import numpy as np
 
 from aqualens.core.errors import ModelError
 from aqualens.models.base import (ONNX_BOXES, ONNX_EMBEDDING, ONNX_LABELS, ONNX_LOGITS,
-                                  ONNX_MASKS, ONNX_SCORES, ModelInfo, ModelRuntime, Result,
-                                  check_predict_args)
-from aqualens.models.postprocess import decode
-from aqualens.models.preprocess import preprocess_batch
+                                  ONNX_MASKS, ONNX_SCORES, ModelInfo)
+from aqualens.models.tensor_runtime import TensorRuntime
 
 SINGLE_OUTPUT = {"classify": ONNX_LOGITS, "segment": ONNX_MASKS, "embed": ONNX_EMBEDDING}
 
 
-class TorchScriptModel(ModelRuntime):
+class TorchScriptModel(TensorRuntime):
     """A TorchScript model on CPU or CUDA."""
 
     name = "torchscript"
@@ -70,18 +68,9 @@ class TorchScriptModel(ModelRuntime):
             raw = raw[0]
         return {SINGLE_OUTPUT.get(self.info.task, ONNX_LOGITS): np_(raw)}
 
-    def predict(self, images: list[np.ndarray], top_k: int = 5,
-                threshold: float = 0.0) -> list[Result]:
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
-        check_predict_args(images, top_k, threshold)
-        if not images:
-            return []
-        batch, transforms = preprocess_batch(images, self.info.input_spec)
-        try:
-            with self._lock, torch.inference_mode():
-                raw = self.module(torch.from_numpy(batch).to(self.device))
-        except Exception as exc:
-            raise ModelError(f"model {self.info.name} {self.info.version} failed: "
-                             f"{str(exc).splitlines()[0][:300]}", field="images") from None
-        return decode(self.info, self._outputs(raw), transforms, top_k, float(threshold))
+        with self._lock, torch.inference_mode():
+            raw = self.module(torch.from_numpy(batch).to(self.device))
+        return self._outputs(raw)
