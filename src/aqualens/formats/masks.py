@@ -44,6 +44,18 @@ def _read_mask(path: Path) -> np.ndarray | None:
         return None
 
 
+def _checked_mask(ds: Dataset, path: Path, rel: str, w: int, h: int) -> np.ndarray | None:
+    """The mask at ``path`` when it is a single-channel PNG of the image's size, else a problem."""
+    arr = _read_mask(path)
+    if arr is None or arr.ndim != 2:
+        ds.problem(rel, None, "not a readable single-channel PNG mask")
+        return None
+    if arr.shape != (h, w):
+        ds.problem(rel, None, f"mask is {arr.shape[1]}x{arr.shape[0]}, image is {w}x{h}")
+        return None
+    return arr
+
+
 def _label_table(root: Path, ds: Dataset) -> dict[int, str]:
     table: dict[int, str] = {}
     csv_path, txt_path = root / "labels.csv", root / "labels.txt"
@@ -120,12 +132,8 @@ class MaskFormat(Format):
 
     def _semantic(self, ds: Dataset, path: Path, rel: str, ref: str, table: dict[int, str],
                   w: int, h: int) -> None:
-        arr = _read_mask(path)
-        if arr is None or arr.ndim != 2:
-            ds.problem(rel, None, "not a readable single-channel PNG mask")
-            return
-        if arr.shape != (h, w):
-            ds.problem(rel, None, f"mask is {arr.shape[1]}x{arr.shape[0]}, image is {w}x{h}")
+        arr = _checked_mask(ds, path, rel, w, h)
+        if arr is None:
             return
         for value in np.unique(arr):
             if value == 0:
@@ -144,12 +152,8 @@ class MaskFormat(Format):
         if not label:
             ds.problem(rel, None, "instance mask name must be <n>__<label>.png")
             return
-        arr = _read_mask(path)
-        if arr is None or arr.ndim != 2:
-            ds.problem(rel, None, "not a readable single-channel PNG mask")
-            return
-        if arr.shape != (h, w):
-            ds.problem(rel, None, f"mask is {arr.shape[1]}x{arr.shape[0]}, image is {w}x{h}")
+        arr = _checked_mask(ds, path, rel, w, h)
+        if arr is None:
             return
         ds.ensure_label(label)
         ds.annotations.append(AnnotationRecord(image_ref=ref, label=label, geometry_type="mask",
