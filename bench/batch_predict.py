@@ -211,7 +211,7 @@ def main() -> None:
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="vignette")
     ap.add_argument("--n", type=int, default=None, help="images (default 4000 vignettes, "
                                                         "400 photos)")
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--deepaas-n", type=int, default=None,
                     help="requests to deepaas-run (default 1000 vignettes, 150 photos)")
     ap.add_argument("--skip-embedded", action="store_true",
