@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import tempfile
 import zipfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -145,7 +146,7 @@ class Dataset:
 ReadResult = Dataset
 
 
-class Format:
+class Format(ABC):
     """Base class of every format plugin (entry point group ``aqualens.formats``)."""
 
     name: str = ""
@@ -159,13 +160,13 @@ class Format:
         """True when ``src`` looks like this format (a cheap check of names/first bytes)."""
         return False
 
+    @abstractmethod
     def read(self, src: Path, options: dict[str, Any] | None = None) -> Dataset:
         """Read ``src`` (a file, folder or zip). Raises only :class:`FormatError`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def write(self, dataset: Dataset, dest: Path, options: dict[str, Any] | None = None) -> Path:
         """Write ``dataset`` into the folder ``dest``; returns the main file or folder."""
-        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------- helpers

@@ -32,6 +32,7 @@ Tasks never receive ORM objects: only ids, JSON params and a settings dict.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
 from aqualens.core.errors import JobError
@@ -47,7 +48,7 @@ class JobCancelled(JobError):
     """Raised by a kind that noticed a cancel request; the runner marks the job cancelled."""
 
 
-class BatchJobKind:
+class BatchJobKind(ABC):
     """Base class of kinds that process catalogue images in batches (see module docstring)."""
 
     #: Images per Dask task.
@@ -66,9 +67,10 @@ class BatchJobKind:
         with ctx.session() as s:
             return select_image_ids(s, job.params, job.owner_id)
 
+    @abstractmethod
     def process_batch(self, ctx: Context, job_id: str, params: dict,
                       image_ids: list[int]) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """Process one batch on a worker; a failure on one image is a result, not an exception."""
 
     def write(self, session: Session, job_id: str, params: dict,
               results: list[dict[str, Any]]) -> None:
