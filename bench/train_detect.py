@@ -44,7 +44,8 @@ def run(kind: str, args: argparse.Namespace) -> dict:
     by = {it.name: it for it in items}
     cfg = TrainConfig(task="detect", seed=args.seed, device=args.device, threads=args.threads,
                       epochs=args.epochs, max_minutes=args.max_minutes,
-                      input_size=(args.input_size,) * 2 if args.input_size else None).resolved()
+                      input_size=(args.input_size,) * 2 if args.input_size else None,
+                      **({"patience": args.patience} if args.patience else {})).resolved()
     h, w = cfg.input_size
     data = {k: build_train_data([by[n] for n in v], path_reader, "detect", h, w, 3, cfg.resize)
             for k, v in splits.items()}
@@ -83,6 +84,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--input-size", type=int, default=None)
+    ap.add_argument("--patience", type=int, default=None,
+                    help="early-stopping patience in epochs (default: the training default)")
     ap.add_argument("--max-minutes", type=float, default=18.0,
                     help="training time budget per run (the target is 20 min end to end)")
     ap.add_argument("--json", type=Path, default=None)
