@@ -1,7 +1,7 @@
 """Shared fixtures: an initialised embedded instance, an API client, the CLI runner.
 
 Service-backed fixtures (a real PostgreSQL and a real SeaweedFS S3 server, both on 127.0.0.1)
-live in tests/services.py and are started once per test session.
+live in tests/servers.py and are started once per test session.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from aqualens.catalog.instance import init_instance
 from aqualens.core.config import Settings, load_settings, reset_settings
 from aqualens.storage import forget_stores
 
-pytest_plugins = ["tests.services"]
+pytest_plugins = ["tests.servers"]
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEMO = Path(__file__).resolve().parents[1] / "demo"

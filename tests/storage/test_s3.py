@@ -1,4 +1,4 @@
-"""S3 blob store against a real SeaweedFS server (tests/services.py): the contract and more."""
+"""S3 blob store against a real SeaweedFS server (tests/servers.py): the contract and more."""
 
 from __future__ import annotations
 

@@ -42,4 +42,7 @@ def create_app(ctx: Context | None = None) -> FastAPI:
     errors.install(app)
     for name in ROUTERS:
         app.include_router(import_module(name).router)
+    from aqualens.api.fastpath import FastPredict
+
+    app.add_middleware(FastPredict, get_ctx=lambda: app.state.ctx)
     return app

@@ -36,7 +36,11 @@ def get_session(ctx: Context = Depends(get_ctx)) -> Iterator[Session]:
 
 
 def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
+    return bearer_token(request.headers.get("authorization"))
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (None without the header)."""
     if not header:
         return None
     scheme, _, token = header.partition(" ")
@@ -52,7 +56,11 @@ def optional_user(request: Request, ctx: Context = Depends(get_ctx)) -> User | N
     session holds no write lock on SQLite while the route runs (the ``last_used_at`` touch would
     otherwise lock out every other writer until the response is sent).
     """
-    token = _bearer(request)
+    return user_of_token(ctx, _bearer(request))
+
+
+def user_of_token(ctx: Context, token: str | None) -> User | None:
+    """The (detached) user a token names; None for no token; Unauthorized for a bad one."""
     if not token:
         return None
     with ctx.session() as session:
@@ -85,12 +93,8 @@ async def reject_unstorable(request: Request) -> None:
     at the door keeps the two tiers the same and the answer a clear 422. Installed for every
     route by :func:`aqualens.api.app.create_app`.
     """
-    for where, items in (("path", request.path_params.items()),
-                         ("query", request.query_params.multi_items())):
-        for key, value in items:
-            if "\x00" in key or (isinstance(value, str) and "\x00" in value):
-                raise ValidationError(f"{where} parameter {key!r} contains a NUL character",
-                                      field=key.replace("\x00", "\\x00"), valid=_NO_NUL)
+    check_no_nul("path", request.path_params.items())
+    check_no_nul("query", request.query_params.multi_items())
     if not request.headers.get("content-type", "").startswith("application/json"):
         return
     raw = await request.body()  # cached by Starlette: the route reads the same bytes
@@ -106,6 +110,14 @@ async def reject_unstorable(request: Request) -> None:
         raise ValidationError(
             f"the JSON body holds {'a NUL character' if nul else 'a non-finite number'}",
             field=field, valid=_NO_NUL if nul else _FINITE)
+
+
+def check_no_nul(where: str, items: Any) -> None:
+    """Refuse a path or query parameter (``(key, value)`` pairs) holding a NUL character."""
+    for key, value in items:
+        if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+            raise ValidationError(f"{where} parameter {key!r} contains a NUL character",
+                                  field=key.replace("\x00", "\\x00"), valid=_NO_NUL)
 
 
 def _unstorable(value: Any, path: str = "") -> tuple[str, bool] | None:

@@ -39,14 +39,19 @@ def status_for(exc: E.AquaLensError) -> int:
     return 400
 
 
+def error_response(exc: E.AquaLensError) -> JSONResponse:
+    """The HTTP answer to an AquaLens error (routes, and the fast paths in front of them)."""
+    status = status_for(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(exc.to_dict(), status_code=status, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
 
     @app.exception_handler(E.AquaLensError)
     async def _aqualens(_request: Request, exc: E.AquaLensError) -> JSONResponse:
-        status = status_for(exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse(exc.to_dict(), status_code=status, headers=headers)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _request(_request: Request, exc: RequestValidationError) -> JSONResponse:

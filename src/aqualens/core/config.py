@@ -48,9 +48,19 @@ class ModelSettings(BaseModel):
     (all cores). Dask worker processes started by AquaLens (the ``LocalCluster`` with
     ``processes=True``, ``aqualens worker``) set it to their thread count when it is 0, so that N
     worker processes x threads ~ cores instead of N x all cores.
+
+    ``resolve_cache_seconds``: how long the predict API may reuse a model lookup (the model a
+    name or id means for a caller, and the caller's right to use it) before reading the row
+    again. Changes made through this process apply at once; changes made by another process
+    (another server worker, the CLI) apply within this time. 0 reads the row on every request.
+
+    ``max_batch``: the most images the predict API runs as one batch when concurrent requests
+    for the same model wait together (dynamic batching).
     """
 
     intra_op_threads: int = Field(default=0, ge=0, le=1024)
+    resolve_cache_seconds: float = Field(default=2.0, ge=0.0, le=3600.0)
+    max_batch: int = Field(default=64, ge=1, le=4096)
 
 
 class LimitSettings(BaseModel):

@@ -33,13 +33,14 @@ def session_options(threads: int | None = None):  # noqa: ANN201 - onnxruntime.S
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Threads that find no work sleep instead of spinning: the cores are shared with a server's
+    # event loop, other worker processes or the client (spinning halved the predict API's
+    # throughput with a small model; bench/RESULTS.md).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     n = configured_threads(threads)
-    if n > 0:
-        # Several worker processes share the cores: each session gets its share, and threads
-        # that find no work sleep instead of spinning on cores another process needs.
+    if n > 0:  # several worker processes share the cores: each session gets its share
         opts.intra_op_num_threads = n
         opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 

@@ -45,12 +45,15 @@ def classify(info: ModelInfo, outputs: dict[str, np.ndarray], top_k: int,
                          f"{len(info.labels)} labels", field="labels")
     probs = softmax(logits)
     k = min(top_k, probs.shape[1])
-    # argpartition + sort of the k best only: O(C) per row, vectorised.
-    part = np.argpartition(-probs, k - 1, axis=1)[:, :k]
-    part_scores = np.take_along_axis(probs, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
-    idx = np.take_along_axis(part, order, axis=1)
-    scores = np.take_along_axis(part_scores, order, axis=1)
+    if probs.shape[1] <= 256:  # a full sort of few classes costs less than the extra passes
+        idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        scores = np.take_along_axis(probs, idx, axis=1)
+    else:  # argpartition + sort of the k best only: O(C) per row, vectorised
+        part = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+        part_scores = np.take_along_axis(probs, part, axis=1)
+        order = np.argsort(-part_scores, axis=1, kind="stable")
+        idx = np.take_along_axis(part, order, axis=1)
+        scores = np.take_along_axis(part_scores, order, axis=1)
     out: list[Result] = []
     for row_i, row_s in zip(idx.tolist(), scores.tolist()):
         top = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +153,7 @@ def register_model(session: Session, store: BlobStore, artefact_path: Path, info
                 owner_id=owner_id, visibility=visibility)
     session.add(row)
     session.flush()
+    forget_resolved_on_commit(session)  # a name may now mean this newer version
     return row
 
 
@@ -233,6 +235,50 @@ def resolve_model(ctx: Context, ref: int | str | ModelRef, user: User | None) ->
     return max(rows, key=lambda m: semver_key(m.version))
 
 
+_resolved: dict[tuple, tuple[float, ModelRef]] = {}
+
+
+def resolve_model_cached(ctx: Context, ref: int | str, user: User | None) -> ModelRef:
+    """:func:`resolve_model`, reusing an answer for ``models.resolve_cache_seconds`` (the
+    predict API's per-request path). Registering, changing or deleting a model in this process
+    clears the cache at once (:func:`forget_resolved`); other processes' changes apply within
+    that time."""
+    ttl = ctx.settings.models.resolve_cache_seconds
+    if ttl <= 0:
+        return resolve_model(ctx, ref, user)
+    hit = cached_model(ctx, ref, user)
+    if hit is not None:
+        return hit
+    now = time.monotonic()
+    model = resolve_model(ctx, ref, user)
+    key = (db_url_of(ctx), str(ref), user.id if user is not None else None)
+    if len(_resolved) > 10_000:  # many callers x refs: start over rather than grow
+        _resolved.clear()
+    _resolved[key] = (now + ttl, model)
+    return model
+
+
+def cached_model(ctx: Context, ref: int | str, user: User | None) -> ModelRef | None:
+    """The cached answer of :func:`resolve_model_cached`, if still fresh; else None."""
+    if ctx.settings.models.resolve_cache_seconds <= 0:
+        return None
+    hit = _resolved.get((db_url_of(ctx), str(ref), user.id if user is not None else None))
+    return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+
+def forget_resolved() -> None:
+    """Drop every cached model lookup (after any change to a model row)."""
+    _resolved.clear()
+
+
+def forget_resolved_on_commit(session: Session) -> None:
+    """Drop the cached lookups once ``session`` commits its change to a model row (clearing
+    before the commit would let a concurrent request cache the old row again)."""
+    from sqlalchemy import event
+
+    event.listen(session, "after_commit", lambda _s: forget_resolved(), once=True)
+
+
 def list_models(session: Session, user: User | None, *, task: str | None = None,
                 name: str | None = None, text: str | None = None, latest_only: bool = False,
                 limit: int = 200, offset: int = 0) -> list[Model]:
@@ -282,6 +328,7 @@ def update_model(session: Session, ref: int | str, user: User | None, **changes:
                 check_licence(value)
             setattr(model, key, value if key == "licence" else (value or ""))
     session.flush()
+    forget_resolved_on_commit(session)
     # Warm runtimes of this model carry its ModelInfo: give them the new descriptive fields
     # (nothing a runtime computes with can change without a new version).
     from aqualens.catalog.db import normalise_url
@@ -317,6 +364,7 @@ def delete_model(ctx: Context, ref: int | str, user: User | None) -> dict[str, A
         except NotFound:
             pass
     forget_runtime(out["id"])
+    forget_resolved()
     out["had_annotations"] = n_ann is not None
     return out
 

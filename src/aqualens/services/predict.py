@@ -8,6 +8,7 @@ the job are not predicted again, and their stored payload is returned.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -116,25 +117,108 @@ def predict_uploads(ctx: Context, model_ref: int | str | ModelRef, files: list[t
     """
     from aqualens.models.registry import resolve_model
 
-    if not files:
-        raise ValidationError("no image files sent", field="files",
-                              valid="one or more multipart 'files' parts")
+    _check_files(files)
     top_k, threshold = check_options(top_k, threshold)
     # A ModelRef comes from resolve_model(ctx, ref, user) in the caller: checked already.
     model = model_ref if isinstance(model_ref, ModelRef) else resolve_model(ctx, model_ref, user)
+    arrays = _decode_uploads(ctx, files)
+    results = predict_arrays(ctx, model, arrays, top_k=top_k, threshold=threshold)
+    return model, _upload_rows(ctx, model, files, arrays, results, user, details), arrays
+
+
+def _check_files(files: list[tuple[str, bytes]]) -> None:
+    if not files:
+        raise ValidationError("no image files sent", field="files",
+                              valid="one or more multipart 'files' parts")
+
+
+def _decode_uploads(ctx: Context, files: list[tuple[str, bytes]]) -> list[np.ndarray]:
+    """Decoded uploads; UnsupportedMedia / ValidationError name the file that is not usable."""
     arrays = [decode_image(data, name) for name, data in files]
     limit = ctx.settings.limits.max_image_pixels
     for (name, _), a in zip(files, arrays):
         if a.shape[0] * a.shape[1] > limit:
             raise ValidationError(f"{name} has {a.shape[1]}x{a.shape[0]} pixels, more than the "
                                   f"limit of {limit}", field=name)
-    results = predict_arrays(ctx, model, arrays, top_k=top_k, threshold=threshold)
+    return arrays
+
+
+def _upload_rows(ctx: Context, model: ModelRef, files: list[tuple[str, bytes]],
+                 arrays: list[np.ndarray], results: list[Result], user: User | None,
+                 details: dict | None) -> list[dict[str, Any]]:
+    """The answer rows of uploaded files, after recording their (buffered) usage event."""
     record_usage(ctx, user_id=user.id if user else None, images=len(files),
                  nbytes=sum(len(d) for _, d in files), model_id=model.id, details=details,
                  user=user, buffered=True)
-    out = [{"file": name, "width": int(a.shape[1]), "height": int(a.shape[0]),
-            "result": r.to_dict()} for (name, _), a, r in zip(files, arrays, results)]
-    return model, out, arrays
+    return [{"file": name, "width": int(a.shape[1]), "height": int(a.shape[0]),
+             "result": r.to_dict()} for (name, _), a, r in zip(files, arrays, results)]
+
+
+@dataclass
+class UploadRequest:
+    """One predict request waiting in a model's batcher (see :func:`predict_uploads_batched`)."""
+
+    ctx: Context
+    model: ModelRef
+    files: list[tuple[str, bytes]]
+    user: User | None
+    top_k: int
+    threshold: float
+
+
+async def predict_uploads_batched(ctx: Context, model: ModelRef,
+                                  files: list[tuple[str, bytes]], user: User | None, *,
+                                  top_k: int = 5, threshold: float = 0.0) -> list[dict[str, Any]]:
+    """:func:`predict_uploads` for a server: concurrent requests for the same model are decoded
+    and run as one batch in the model's batcher thread (:mod:`aqualens.services.batching`).
+    Returns the answer rows; errors are those of :func:`predict_uploads`, per request."""
+    from aqualens.models.registry import db_url_of
+    from aqualens.services.batching import submit
+
+    _check_files(files)
+    top_k, threshold = check_options(top_k, threshold)
+    key = ("predict", db_url_of(ctx), model.id, model.artefact_sha256)
+    return await submit(key, _run_upload_batch,
+                        UploadRequest(ctx, model, files, user, top_k, threshold))
+
+
+def _run_upload_batch(requests: list[UploadRequest]) -> list[Any]:
+    """The batcher's handler: decode every request (a bad file fails only its request), run the
+    requests that share top-k and threshold as one model call, and split the results again."""
+    outcomes: list[Any] = [None] * len(requests)
+    decoded: dict[int, list[np.ndarray]] = {}
+    for i, r in enumerate(requests):
+        try:
+            decoded[i] = _decode_uploads(r.ctx, r.files)
+        except Exception as exc:  # noqa: BLE001 - raised in that request's caller
+            outcomes[i] = exc
+    groups: dict[tuple, list[int]] = {}
+    for i in decoded:
+        groups.setdefault((requests[i].top_k, requests[i].threshold), []).append(i)
+    for members in groups.values():
+        try:
+            _run_group(requests, decoded, members, outcomes)
+        except Exception:  # noqa: BLE001 - one request broke the batch: run them one by one
+            for i in members:
+                try:
+                    _run_group(requests, decoded, [i], outcomes)
+                except Exception as exc:  # noqa: BLE001
+                    outcomes[i] = exc
+    return outcomes
+
+
+def _run_group(requests: list[UploadRequest], decoded: dict[int, list[np.ndarray]],
+               members: list[int], outcomes: list[Any]) -> None:
+    first = requests[members[0]]
+    arrays = [a for i in members for a in decoded[i]]
+    results = predict_arrays(first.ctx, first.model, arrays, top_k=first.top_k,
+                             threshold=first.threshold)
+    at = 0
+    for i in members:
+        r, n = requests[i], len(decoded[i])
+        outcomes[i] = _upload_rows(r.ctx, r.model, r.files, decoded[i], results[at:at + n],
+                                   r.user, None)
+        at += n
 
 
 def _load_rgb(ctx: Context, sha: str, name: str) -> np.ndarray:

@@ -268,10 +268,11 @@ async def predict(ref: str, request: Request, ctx: Context = Depends(get_ctx),
 
         return Response(await run_in_threadpool(overlay_png, arrays[0], rows[0]["result"]),
                         media_type="image/png")
-    return JSONResponse({"model": _model_ref(model), "results": rows})
+    return JSONResponse({"model": model_ref(model), "results": rows})
 
 
-def _model_ref(model: Model | registry.ModelRef) -> dict[str, Any]:
+def model_ref(model: Model | registry.ModelRef) -> dict[str, Any]:
+    """How a predict answer names the model it ran."""
     return {"id": model.id, "name": model.name, "version": model.version, "task": model.task,
             "pid": f"sha256:{model.artefact_sha256}"}
 
@@ -305,7 +306,7 @@ def _predict_ids(ctx: Context, ref: str, ids: list[int], user: User | None, body
             sha = s.get(Image, ids[0]).sha256
         arr = decode_image(ctx.store.get_bytes(sha), f"image {ids[0]}")
         return Response(overlay_png(arr, rows[0]["payload"]), media_type="image/png")
-    return JSONResponse({"model": _model_ref(model), "results": rows})
+    return JSONResponse({"model": model_ref(model), "results": rows})
 
 
 def _predict_ids_nostore(ctx: Context, model: Model, ids: list[int], user: User | None,

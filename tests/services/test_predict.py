@@ -1,7 +1,4 @@
-"""services.predict.predict_images: annotations with provenance, idempotent per (job, image).
-
-(Lives here rather than tests/services/ because tests/services.py is the fixture module.)
-"""
+"""services.predict.predict_images: annotations with provenance, idempotent per (job, image)."""
 
 from __future__ import annotations
 
