@@ -125,7 +125,7 @@ def aqualens_job(data: Path, workers: int, batch: int, processes: bool = True,
                                                      "processes": processes}))
     with ctx.session() as s:
         owner = s.scalar(__import__("sqlalchemy").select(Job.owner_id)) or 1
-    runner = Runner(ctx, poll_s=0.02)
+    runner = Runner(ctx)  # woken at once when a job is queued in this process
     runner.client.wait_for_workers(workers)
     runner.start()
 

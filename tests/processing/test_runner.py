@@ -199,3 +199,20 @@ def test_function_kinds(ctx, runner_for):
     finally:
         reg.unregister(jobs.JOB_GROUP, "count")
         reg.unregister(jobs.JOB_GROUP, "fail")
+
+
+def test_a_job_queued_in_this_process_wakes_the_runner(ctx):
+    """With a 60 s poll, a job created here still starts at once (jobs.wake_runners)."""
+    import time
+
+    _, _ids = add_images(ctx, [10, 20])
+    r = Runner(ctx, poll_s=60.0).start()
+    try:
+        time.sleep(0.2)  # the runner is now waiting for its next poll
+        t0 = time.monotonic()
+        with ctx.session() as s:
+            job_id = jobs.create_job(s, "image-stats", {"collection": "cam1"}, admin_id(ctx)).id
+        job = wait_state(ctx, job_id, ("succeeded", "failed"), timeout=30)
+        assert job["state"] == "succeeded" and time.monotonic() - t0 < 30
+    finally:
+        r.stop()

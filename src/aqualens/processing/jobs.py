@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -86,7 +87,26 @@ def create_job(session: Session, kind: str, params: dict, owner_id: int, total: 
               state="queued", service_id=service_id, visibility=visibility, outputs={})
     session.add(job)
     session.flush()
+    wake_runners_on_commit(session)
     return job
+
+
+# Runners of this process wait on these between polls: a job created here starts at once
+# instead of at the next poll (``aqualens serve`` runs the API and a runner in one process).
+_wakeups: set[threading.Event] = set()
+
+
+def wake_runners_on_commit(session: Session) -> None:
+    """Wake this process's runners once ``session`` commits (the new row is visible then)."""
+    from sqlalchemy import event
+
+    event.listen(session, "after_commit", lambda _s: wake_runners(), once=True)
+
+
+def wake_runners() -> None:
+    """Wake every runner of this process now."""
+    for wake in list(_wakeups):
+        wake.set()
 
 
 def _load(session: Session, job_id: str) -> Job:

@@ -25,7 +25,7 @@ from typing import Any
 from aqualens.catalog.context import Context
 from aqualens.processing import jobs
 from aqualens.processing.kinds import JobCancelled, is_batch_kind, resolve_kind
-from aqualens.processing.tasks import run_batch, run_function, settings_dict
+from aqualens.processing.tasks import compute_batch, run_function, settings_dict, store_batch
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class Runner:
         self._client = client
         self._owns_client = client is None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by jobs.wake_runners: a job was queued here
         self._active: dict[str, threading.Thread] = {}
         self._lost: set[str] = set()
         self._lock = threading.Lock()
@@ -67,6 +68,7 @@ class Runner:
 
     def start(self) -> Runner:
         """Resume orphaned jobs, then poll for work in background threads."""
+        jobs._wakeups.add(self._wake)
         self.resume_stale()
         for target, name in ((self._loop, "aqualens-runner"),
                              (self._beat, "aqualens-heartbeat")):
@@ -78,6 +80,8 @@ class Runner:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; wait for running job threads (they stop at a batch boundary)."""
         self._stop.set()
+        self._wake.set()
+        jobs._wakeups.discard(self._wake)
         for t in self._threads + list(self._active.values()):
             t.join(timeout)
         if self._owns_client and self._client is not None:
@@ -112,7 +116,9 @@ class Runner:
                 if time.monotonic() - self._last_resume > self.stale_s / 2:
                     self.resume_stale()
                 if not self._claim_and_dispatch():
-                    self._stop.wait(self.poll_s)
+                    # Until the next poll, or at once when this process queues a job.
+                    self._wake.wait(self.poll_s)
+                    self._wake.clear()
             except Exception:
                 log.exception("runner loop error")
                 self._stop.wait(max(self.poll_s, 1.0))
@@ -204,6 +210,7 @@ class Runner:
             with self._lock:
                 self._active.pop(job_id, None)
             self._lost.discard(job_id)
+            self._wake.set()  # a slot is free: claim the next queued job now
 
     def _finish(self, job_id: str, state: str, error: str | None, message: str,
                 level: str = "info") -> None:
@@ -249,8 +256,8 @@ class Runner:
 
         def submit(index: int) -> Any:
             n = attempts.get(index, 0)
-            fut = client.submit(run_batch, sdict, job.kind, job.id, job.params, batches[index],
-                                job.owner_id, job.service_id, pure=False,
+            fut = client.submit(compute_batch, sdict, job.kind, job.id, job.params,
+                                batches[index], pure=False,
                                 key=f"aqualens-batch-{job.id}-{index}-{n}")
             fut_batch[fut] = index
             return fut
@@ -262,9 +269,6 @@ class Runner:
             index = fut_batch.pop(fut)
             try:
                 summary = fut.result()
-                workers[summary.get("worker", "?")] = workers.get(summary.get("worker", "?"), 0) + 1
-                for key in ("compute_s", "write_s"):
-                    seconds[key] = seconds.get(key, 0.0) + summary.get(key, 0.0)
             except Exception as exc:
                 n = attempts.get(index, 0) + 1
                 attempts[index] = n
@@ -278,6 +282,12 @@ class Runner:
                 time.sleep(self.retry_backoff_s * 2 ** (n - 1))
                 ac.add(submit(index))
                 continue
+            # Stored here while the workers compute the next batches of the window.
+            summary.update(store_batch(self.ctx, job.kind, job.id, job.params,
+                                       summary.pop("results"), job.owner_id, job.service_id))
+            workers[summary.get("worker", "?")] = workers.get(summary.get("worker", "?"), 0) + 1
+            for key in ("compute_s", "write_s"):
+                seconds[key] = seconds.get(key, 0.0) + summary.get(key, 0.0)
             stop_reason = self._should_stop(job.id)
             if stop_reason:
                 for other in fut_batch:

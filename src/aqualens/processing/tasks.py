@@ -1,9 +1,9 @@
 """Dask task functions. They take a settings dict, a kind name, ids and JSON params — never ORM
 objects or sessions — and build what they need once per worker process (contexts, models).
 
-``run_batch`` is the unit of work: skip images that already have a result (a retried or resumed
-batch), let the kind compute, then store the kind's side effects, the (job, image) result rows
-and one usage event in ONE transaction. Transient failures (a locked SQLite file, an unreachable
+A batch is computed on a worker (:func:`compute_batch`: no catalogue writes) and stored by the
+runner (:func:`store_batch`): the kind's side effects, the (job, image) result rows and one usage
+event in ONE transaction. Transient failures (a locked SQLite file, an unreachable
 object store, a dropped database connection) are retried here with exponential backoff.
 """
 
@@ -81,36 +81,57 @@ def with_retries(fn, *, retries: int | None = None, backoff_s: float | None = No
             attempt += 1
 
 
-def run_batch(settings: dict[str, Any], kind_name: str, job_id: str, params: dict[str, Any],
-              image_ids: list[int], owner_id: int, service_id: int | None = None
-              ) -> dict[str, int]:
-    """Process one batch of a batch-kind job; returns ``{"done", "failed", "skipped"}``."""
-    from aqualens.catalog.tables import UsageEvent
-    from aqualens.processing import jobs
-    from aqualens.processing.kinds import resolve_kind
+def compute_batch(settings: dict[str, Any], kind_name: str, job_id: str,
+                  params: dict[str, Any], image_ids: list[int]) -> dict[str, Any]:
+    """Process one batch of a batch-kind job ON A WORKER; nothing is written to the catalogue.
+
+    Returns ``{"results": [one dict per image, in order], "worker", "compute_s"}``; the runner
+    stores the results (:func:`store_batch`). Keeping catalogue writes out of the workers means
+    they never wait for a database lock (SQLite has one writer) and spend their time computing.
+    """
+    from aqualens.processing.kinds import BatchJobKind, resolve_kind
 
     ctx = worker_context(settings)
     kind = resolve_kind(kind_name)
 
-    def attempt() -> dict[str, int]:
-        with ctx.session() as s:
-            already = jobs.done_image_ids(s, job_id, image_ids)
-            pending = [i for i in image_ids if i not in already]
-            if pending:
-                kind.cleanup(s, job_id, pending)
-        if not pending:
-            return {"done": 0, "failed": 0, "skipped": len(image_ids), "worker": WORKER}
+    def attempt() -> dict[str, Any]:
+        if type(kind).cleanup is not BatchJobKind.cleanup:  # a kind writing side effects itself
+            from aqualens.processing import jobs
+
+            with ctx.session() as s:
+                already = jobs.done_image_ids(s, job_id, image_ids)
+                kind.cleanup(s, job_id, [i for i in image_ids if i not in already])
         t0 = time.perf_counter()
-        results = kind.process_batch(ctx, job_id, params, pending)
-        t1 = time.perf_counter()
+        results = kind.process_batch(ctx, job_id, params, image_ids)
         by_id = {int(r["image_id"]): r for r in results}
         # An image the kind forgot is a failure with a reason, not a silent gap.
         results = [by_id.get(i) or {"image_id": i, "ok": False,
                                     "error": "the job kind returned no result for this image"}
-                   for i in pending]
+                   for i in image_ids]
+        return {"results": results, "worker": WORKER, "compute_s": time.perf_counter() - t0}
+
+    return with_retries(attempt, what=f"job {job_id} batch of {len(image_ids)}")
+
+
+def store_batch(ctx: Context, kind_name: str, job_id: str, params: dict[str, Any],
+                results: list[dict[str, Any]], owner_id: int,
+                service_id: int | None = None) -> dict[str, Any]:
+    """Store a computed batch in ONE transaction: the (job, image) result rows, the kind's side
+    effects, the progress counters and one usage event. Returns ``{"done", "failed",
+    "skipped", "write_s"}``.
+
+    Result rows go first and only images whose row THIS call inserted get side effects, so a
+    batch stored twice (a retry, a resumed job, two runners on one job) is stored once.
+    """
+    from aqualens.catalog.tables import UsageEvent
+    from aqualens.processing import jobs
+    from aqualens.processing.kinds import resolve_kind
+
+    kind = resolve_kind(kind_name)
+
+    def attempt() -> dict[str, Any]:
+        t0 = time.perf_counter()
         with ctx.session() as s:
-            # Result rows first: only images whose row THIS attempt inserted get side effects,
-            # so a batch running twice (retry, resumed job, a zombie worker) writes once.
             inserted = set(jobs.insert_results(s, job_id, results))
             fresh = [r for r in results if int(r["image_id"]) in inserted]
             ok = [r for r in fresh if r.get("ok", True)]
@@ -121,10 +142,10 @@ def run_batch(settings: dict[str, Any], kind_name: str, job_id: str, params: dic
                 s.add(UsageEvent(kind=kind.usage_kind, user_id=owner_id, images=done,
                                  model_id=kind.usage_model_id(params), service_id=service_id,
                                  job_id=job_id, details={"kind": kind_name}))
-        return {"done": done, "failed": failed, "skipped": len(image_ids) - len(fresh),
-                "worker": WORKER, "compute_s": t1 - t0, "write_s": time.perf_counter() - t1}
+        return {"done": done, "failed": failed, "skipped": len(results) - len(fresh),
+                "write_s": time.perf_counter() - t0}
 
-    return with_retries(attempt, what=f"job {job_id} batch of {len(image_ids)}")
+    return with_retries(attempt, what=f"job {job_id}: storing a batch of {len(results)}")
 
 
 def run_function(settings: dict[str, Any], kind_name: str, job_id: str) -> dict[str, Any]:
