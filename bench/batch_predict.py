@@ -46,10 +46,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 from deepaas_onnx_module import prep, read
 from predict_api import (
     WORKLOADS,
+    connect,
     deepaas_env,
+    encode_form,
     free_port,
     input_spec,
     make_vignettes,
+    post_form,
     wait,
 )
 
@@ -174,8 +177,6 @@ def raw_loop(paths: list[Path], model: Path, batch: int, workload: str) -> dict:
 
 
 def deepaas(paths: list[Path], model: Path, work: Path, workload: str) -> dict:
-    import httpx
-
     dist = work / "eps" / "bench_onnx-1.0.0.dist-info"
     dist.mkdir(parents=True, exist_ok=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-onnx\nVersion: 1.0.0\n")
@@ -191,15 +192,16 @@ def deepaas(paths: list[Path], model: Path, work: Path, workload: str) -> dict:
     try:
         url = f"http://127.0.0.1:{port}"
         wait(f"{url}/v2/models/bench-onnx/")
-        with httpx.Client(base_url=url, timeout=60) as c:
-            c.post("/v2/models/bench-onnx/predict/",  # warm
-                   files={"data": (paths[0].name, paths[0].read_bytes(), media)})
-            t0 = time.perf_counter()
-            for p in paths:
-                r = c.post("/v2/models/bench-onnx/predict/",
-                           files={"data": (p.name, p.read_bytes(), media)})
-                assert r.status_code == 200, r.text
-            elapsed = time.perf_counter() - t0
+        conn = connect(url)  # the bench/predict_api.py client (http.client, keep-alive)
+        path = "/v2/models/bench-onnx/predict/"
+        post_form(conn, path, *encode_form("data", paths[0].name, paths[0].read_bytes(), media))
+        t0 = time.perf_counter()
+        for p in paths:  # reading and encoding each file is part of what a caller does
+            status, body = post_form(conn, path,
+                                     *encode_form("data", p.name, p.read_bytes(), media))
+            assert status == 200, body
+        elapsed = time.perf_counter() - t0
+        conn.close()
     finally:
         proc.terminate()
         proc.wait(10)

@@ -122,6 +122,28 @@ def make_vignettes(n: int, seed: int = 0) -> tuple[str, list[bytes]]:
     return source, out
 
 
+def encode_form(field: str, filename: str, data: bytes, media: str) -> tuple[bytes, str]:
+    """A multipart body holding one file, and its Content-Type (httpx's encoder), encoded once
+    so the timed loop only sends it."""
+    req = httpx.Request("POST", "http://x/", files={field: (filename, data, media)})
+    return req.read(), req.headers["content-type"]
+
+
+def connect(url: str) -> http.client.HTTPConnection:
+    """A keep-alive connection to ``http://host:port`` (the standard library's client: about
+    0.2 ms a request on loopback, against 0.5 ms for httpx, so the servers are measured)."""
+    host, port = url.rsplit("/", 1)[-1].split(":")
+    return http.client.HTTPConnection(host, int(port), timeout=60)
+
+
+def post_form(conn: http.client.HTTPConnection, path: str, body: bytes,
+              ctype: str) -> tuple[int, bytes]:
+    """POST an encoded form on a keep-alive connection; (status, body)."""
+    conn.request("POST", path, body=body, headers={"Content-Type": ctype})
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -330,31 +352,20 @@ def main() -> None:
         local = threading.local()  # one keep-alive connection per target and client thread
         opened: list = []
 
-        def form(field: str, image: bytes) -> tuple[bytes, str]:
-            """The multipart body of one file, encoded once (httpx's encoder)."""
-            req = httpx.Request("POST", "http://x/", files={field: (fname, image, wl["media"])})
-            return req.read(), req.headers["content-type"]
-
-        bodies = {"files": {im: form("files", im) for im in images},
-                  "data": {im: form("data", im) for im in images}}
+        bodies = {f: {im: encode_form(f, fname, im, wl["media"]) for im in images}
+                  for f in ("files", "data")}
 
         def post(url: str, path: str, field: str, image: bytes) -> tuple[int, bytes]:
             conns = local.__dict__.setdefault("conns", {})
             if url not in conns:
-                if args.client == "httpx":
-                    conns[url] = httpx.Client(base_url=url, timeout=60)
-                else:
-                    host, port = url.rsplit("/", 1)[-1].split(":")
-                    conns[url] = http.client.HTTPConnection(host, int(port), timeout=60)
+                conns[url] = httpx.Client(base_url=url, timeout=60) if args.client == "httpx" \
+                    else connect(url)
                 opened.append(conns[url])
             conn = conns[url]
             if args.client == "httpx":
                 r = conn.post(path, files={field: (fname, image, wl["media"])})
                 return r.status_code, r.content
-            body, ctype = bodies[field][image]
-            conn.request("POST", path, body=body, headers={"Content-Type": ctype})
-            resp = conn.getresponse()
-            return resp.status, resp.read()
+            return post_form(conn, path, *bodies[field][image])
 
         def aql_of(url: str):  # noqa: ANN202
             def aql(image: bytes) -> str:
