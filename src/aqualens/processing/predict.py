@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aqualens.catalog.bulk import insert_rows
 from aqualens.catalog.tables import Annotation, Image, Label, User, utcnow
 from aqualens.core.errors import ValidationError
 from aqualens.processing.kinds import BatchJobKind
@@ -132,9 +133,9 @@ def write_annotations(session: Session, *, job_id: str | None, model_id: int, ow
              "attributes": a["attributes"], "visibility": vis.get(image_id, "private"),
              "is_current": True, "supersedes_id": None, "created_at": now}
             for image_id, a in items]
-    # One Core executemany INSERT instead of one ORM object per annotation (every column is
-    # given, so no ORM defaults are needed).
-    session.execute(insert(Annotation.__table__), rows)
+    # One driver executemany instead of one ORM object per annotation (every column is given,
+    # so no ORM defaults are needed; see catalog/bulk.py).
+    insert_rows(session, Annotation.__table__, rows)
     return len(rows)
 
 
