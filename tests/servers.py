@@ -22,6 +22,9 @@ Fixtures
         #    s3={"endpoint_url": ..., "access_key": ..., "secret_key": ...}
 
     For a bucket of your own: ``s3_server.settings(bucket="my-bucket")``.
+``start_s3_server(config_files)`` / ``serve_app(app)`` (functions)
+    A ``weed mini`` of one's own with extra TOML files (``notification.toml``: the filer's
+    webhook), and an app served over real HTTP (uvicorn in a thread) that such a server can call.
 ``any_db_url`` (function, parametrised ``sqlite`` / ``postgres``)
     A database URL on both catalogue backends (``postgres`` is marked ``postgres``).
 ``any_settings`` / ``any_ctx`` (function, parametrised ``sqlite+local`` / ``postgres+s3``)
@@ -474,14 +477,52 @@ class S3Server:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def start_s3_server() -> S3Server:
-    server = S3Server(_new_base("s3"))
+def start_s3_server(config_files: dict[str, str] | None = None) -> S3Server:
+    """Start a ``weed mini`` of its own. ``config_files`` (name -> TOML text, e.g.
+    ``{"notification.toml": ...}``) are written to its working directory, the first place
+    ``weed`` looks for its configuration, before it starts."""
+    base = _new_base("s3")
+    for name, text in (config_files or {}).items():
+        (base / name).write_text(text)
+    server = S3Server(base)
     try:
         server.start()
     except BaseException:
         server.stop()
         raise
     return server
+
+
+# ---------------------------------------------------------------------------------- app server
+
+
+@contextlib.contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """Serve an ASGI app (``create_app(ctx)``) over real HTTP on 127.0.0.1 and a free port, with
+    uvicorn in a thread, for servers that must call AquaLens (webhooks); yields its base URL."""
+    import threading
+
+    import uvicorn
+
+    for _ in range(3):
+        server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=free_port(),
+                                               log_level="warning"))
+        thread = threading.Thread(target=server.run, name="aqualens-test-http", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if server.started:
+            break
+        server.should_exit = True  # the port was taken meanwhile (uvicorn exits): a new one
+        thread.join(5)
+    else:
+        raise RuntimeError("uvicorn did not start")
+    try:
+        yield f"http://{HOST}:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 # -------------------------------------------------------------------------------------- fixtures

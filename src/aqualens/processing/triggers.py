@@ -188,19 +188,109 @@ class TriggerManager:
                               "size": st.st_size})
 
 
-def s3_records(body: Any) -> list[dict[str, Any]]:
-    """Objects created, from an S3 event notification (AWS/MinIO ``Records``) or a SeaweedFS
-    filer webhook (``{"key": "/buckets/<bucket>/<key>", "message": {...}}``)."""
+# Where the SeaweedFS filer keeps S3 buckets; entries elsewhere (/etc/..., /topics/...) and the
+# gateway's own bookkeeping (/buckets/.system/..., multipart parts under <bucket>/.uploads/) are
+# filer internals, answered 202 and ignored: a 4xx would only make the filer retry them.
+_FILER_BUCKETS = "buckets"
+_FILER_INTERNAL_KEYS = (".uploads/",)
+_FILER_EVENTS = ("create", "update", "delete", "rename")
+_FILER_SHAPE = ('{"key": "/buckets/<bucket>/<key>", "event_type": "create", '
+                '"message": {"new_entry": {"name": ..., "attributes": {...}}, '
+                '"new_parent_path": "/buckets/<bucket>/..."}}')
+
+
+def _b64_text(value: Any) -> str:
+    """A filer ``bytes`` field (JSON base64) as text; '' when it is not one."""
+    import base64
+    import binascii
+
+    if not isinstance(value, str) or not value:
+        return ""
+    try:
+        return base64.b64decode(value, validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+
+
+def _b64_hex(value: Any) -> str:
+    import base64
+    import binascii
+
+    if not isinstance(value, str) or not value:
+        return ""
+    try:
+        return base64.b64decode(value, validate=True).hex()
+    except binascii.Error:
+        return ""
+
+
+def _filer_record(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The object a SeaweedFS filer webhook event (``[notification.webhook]``) created or changed,
+    or None when the event is no such thing (a deletion, a directory, a filer-internal path).
+
+    The filer posts ``{"key": <full path>, "event_type": "create" | "update" | "delete" |
+    "rename", "message": <filer_pb.EventNotification as JSON>}``; for a rename ``key`` is the old
+    path and the new one is ``new_parent_path`` + ``new_entry.name``.
+    """
+    from aqualens.core.errors import ValidationError
+
+    msg = body.get("message")
+    if not isinstance(msg, dict):
+        raise ValidationError("message must be the filer's event notification object",
+                              field="message", valid=_FILER_SHAPE)
+    event = body.get("event_type")
+    if event is None:  # filers before event_type: infer it the way the filer's filter does
+        event = "delete" if msg.get("old_entry") and not msg.get("new_entry") else "create"
+    elif event not in _FILER_EVENTS:
+        raise ValidationError(f"unknown filer event_type {event!r}", field="event_type",
+                              valid=", ".join(_FILER_EVENTS))
+    if event == "delete":
+        return None
+    entry = msg.get("new_entry")
+    if not isinstance(entry, dict):
+        raise ValidationError(f"a {event} event needs message.new_entry",
+                              field="message.new_entry", valid=_FILER_SHAPE)
+    if entry.get("is_directory"):
+        return None
+    parent, name = msg.get("new_parent_path"), entry.get("name")
+    path = (f"{parent.rstrip('/')}/{name}" if isinstance(parent, str) and parent
+            and isinstance(name, str) and name else body["key"])
+    parts = path.strip("/").split("/", 2)
+    if len(parts) < 3 or parts[0] != _FILER_BUCKETS or parts[1].startswith(".") \
+            or not parts[2] or path.endswith("/") or parts[2].startswith(_FILER_INTERNAL_KEYS):
+        return None
+    attrs = entry.get("attributes")
+    if not isinstance(attrs, dict):
+        raise ValidationError("the new entry has no attributes",
+                              field="message.new_entry.attributes",
+                              valid="an object with md5, mtime, file_size")
+    extended = entry.get("extended") if isinstance(entry.get("extended"), dict) else {}
+    # The S3 ETag the gateway stored (hex MD5, '-N' for multipart): the same identity an AWS
+    # Records event carries, so one object reported both ways is stored once.
+    etag = (_b64_text(extended.get("Seaweed-X-Amz-ETag")) or _b64_hex(attrs.get("md5"))).strip('"')
+    mtime = f"{attrs.get('mtime', '')}.{attrs.get('mtime_ns', 0)}" if "mtime" in attrs else ""
+    if not etag and not mtime:
+        raise ValidationError("the new entry has neither md5 nor mtime",
+                              field="message.new_entry.attributes",
+                              valid="an object with md5 or mtime")
+    return {"bucket": parts[1], "key": parts[2], "etag": etag, "sequencer": mtime,
+            "size": attrs.get("file_size")}
+
+
+def _s3_events(body: Any) -> tuple[list[dict[str, Any]], int]:
+    """(objects created, number of events that were not object creations)."""
     from urllib.parse import unquote_plus
 
     from aqualens.core.errors import ValidationError
 
-    out = []
+    out: list[dict[str, Any]] = []
+    skipped = 0
     if isinstance(body, dict) and isinstance(body.get("Records"), list):
         for n, rec in enumerate(body["Records"]):
             try:
                 name = str(rec.get("eventName", ""))
                 if name and "ObjectCreated" not in name:
+                    skipped += 1
                     continue
                 obj = rec["s3"]["object"]
                 out.append({"bucket": rec["s3"]["bucket"]["name"],
@@ -208,34 +298,41 @@ def s3_records(body: Any) -> list[dict[str, Any]]:
                             "etag": obj.get("eTag") or obj.get("etag") or "",
                             "sequencer": obj.get("sequencer") or "",
                             "size": obj.get("size")})
-            except (KeyError, TypeError):
-                raise ValidationError(f"Records.{n} is not an S3 event record", field=f"Records.{n}",
+            except (KeyError, TypeError, AttributeError):
+                raise ValidationError(f"Records.{n} is not an S3 event record",
+                                      field=f"Records.{n}",
                                       valid="{eventName, s3: {bucket: {name}, object: {key}}}") \
                     from None
-        return out
-    if isinstance(body, dict) and isinstance(body.get("key"), str):
-        msg = body.get("message") or {}
-        if msg.get("new_entry"):  # created or updated; deletions carry only old_entry
-            path = body["key"]
-            parts = path.strip("/").split("/")
-            if len(parts) >= 3 and parts[0] == "buckets":
-                entry = msg["new_entry"]
-                attrs = entry.get("attributes", {}) if isinstance(entry, dict) else {}
-                return [{"bucket": parts[1], "key": "/".join(parts[2:]),
-                         "etag": str(attrs.get("md5", "")) or str(attrs.get("mtime", "")),
-                         "sequencer": str(attrs.get("mtime", "")),
-                         "size": attrs.get("file_size")}]
-        return []
+        return out, skipped
+    if isinstance(body, dict) and ("message" in body or "event_type" in body):
+        if not isinstance(body.get("key"), str) or not body["key"]:
+            raise ValidationError("a filer event needs the entry's path in 'key'", field="key",
+                                  valid=_FILER_SHAPE)
+        rec = _filer_record(body)
+        return ([rec], 0) if rec else ([], 1)
     raise ValidationError("body is not an S3 event notification", field="body",
-                          valid='{"Records": [{"eventName": "s3:ObjectCreated:Put", "s3": {...}}]}')
+                          valid='{"Records": [{"eventName": "s3:ObjectCreated:Put", "s3": {...}}]}'
+                                ' or a SeaweedFS filer webhook ' + _FILER_SHAPE)
+
+
+def s3_records(body: Any) -> list[dict[str, Any]]:
+    """Objects created or replaced, from an S3 event notification (AWS/MinIO ``Records``) or a
+    SeaweedFS filer webhook: ``{bucket, key, etag, sequencer, size}`` each. Deletions,
+    directories and filer-internal paths give none; a malformed body raises ValidationError
+    naming the field."""
+    return _s3_events(body)[0]
 
 
 def accept_s3_notification(ctx: Context, service: Service, body: Any) -> dict[str, Any]:
-    """Store one event per created object matching an s3 trigger; duplicates are ignored."""
+    """Store one event per created object matching an s3 trigger; duplicates are ignored.
+
+    The event key is the object and its identity (ETag, else the filer's mtime), so the same
+    content put again is a duplicate, and changed content is a new event."""
     d = ServiceDef.model_validate(service.definition)
-    accepted = duplicates = ignored = 0
+    records, ignored = _s3_events(body)
+    accepted = duplicates = 0
     with ctx.session() as s:
-        for rec in s3_records(body):
+        for rec in records:
             n = next((i for i, t in enumerate(d.triggers) if t.type == "s3" and
                       t.bucket == rec["bucket"] and rec["key"].startswith(t.prefix)), None)
             if n is None:
