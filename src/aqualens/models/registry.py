@@ -24,8 +24,13 @@ from aqualens.catalog.tables import Annotation, DatasetVersion, Model, User
 from aqualens.catalog.users import check_visibility, check_write, visible
 from aqualens.core.errors import Conflict, IntegrityError, NotFound, ValidationError
 from aqualens.core.plugins import get_registry
-from aqualens.models.base import (SEMVER_RE, ModelInfo, ModelRuntime, validate_name,
-                                  validate_version)
+from aqualens.models.base import (
+    SEMVER_RE,
+    ModelInfo,
+    ModelRuntime,
+    validate_name,
+    validate_version,
+)
 
 if TYPE_CHECKING:
     from aqualens.catalog.context import Context

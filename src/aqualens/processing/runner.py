@@ -25,7 +25,12 @@ from typing import Any
 from aqualens.catalog.context import Context
 from aqualens.processing import jobs
 from aqualens.processing.kinds import JobCancelled, is_batch_kind, resolve_kind
-from aqualens.processing.tasks import compute_batch, run_function, settings_dict, store_batch
+from aqualens.processing.tasks import (
+    compute_batch,
+    run_function,
+    settings_dict,
+    store_batch,
+)
 
 log = logging.getLogger(__name__)
 

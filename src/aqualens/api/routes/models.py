@@ -22,6 +22,7 @@ from aqualens.catalog.tables import Model, User
 from aqualens.core.errors import TooLarge, UnsupportedMedia, ValidationError
 from aqualens.models import registry
 
+
 @asynccontextmanager
 async def _lifespan(_app):  # noqa: ANN001, ANN202
     """Write the buffered usage events of the predict routes when the server stops."""
@@ -138,7 +139,10 @@ def _register(ctx: Context, meta: dict[str, Any], filename: str | None, data: by
     work = Path(tempfile.mkdtemp(prefix="aqlreg-"))
     try:
         if meta.get("runtime") == "deepaas" or extras.get("module"):
-            from aqualens.models.deepaas_adapter import info_for_module, write_descriptor
+            from aqualens.models.deepaas_adapter import (
+                info_for_module,
+                write_descriptor,
+            )
 
             spec = extras.get("module")
             if not spec:
