@@ -106,3 +106,30 @@ def test_model_info_validation() -> None:
     with pytest.raises(ValidationError, match="unknown input_spec keys"):
         InputSpec.from_dict({"hieght": 3})
     assert ModelInfo.from_dict({**classifier_info(), "version": "2.0.0-rc.1+build.5"})
+
+
+def test_single_thread_twin_for_small_batches(nets, monkeypatch) -> None:  # noqa: ANN001
+    """A small model may get a one-thread twin session for batches of 1-2 images; answers are
+    the same whichever session runs; a model slower than the limit gets no twin."""
+    import onnxruntime as ort
+
+    from aqualens.models import onnx_runtime
+    from aqualens.models.onnx_runtime import session_options, single_thread_twin
+
+    info = ModelInfo.from_dict(classifier_info())
+    rt = OnnxModel.load(nets["classify"][0], info, device="cpu", threads=0)
+    imgs = [colour_image((255, 0, 0)), colour_image((0, 0, 255))]
+    multi = rt.predict(imgs[:1], top_k=3) + rt.predict(imgs[1:], top_k=3)
+    rt.small_session = ort.InferenceSession(str(nets["classify"][0]),
+                                            sess_options=session_options(1),
+                                            providers=["CPUExecutionProvider"])
+    twin = rt.predict(imgs[:1], top_k=3) + rt.predict(imgs[1:], top_k=3)
+    assert [r.best.label for r in twin] == [r.best.label for r in multi]
+    assert [t.score for r in twin for t in r.top] == \
+        pytest.approx([t.score for r in multi for t in r.top], abs=1e-5)
+    assert [r.best.label for r in rt.predict(imgs * 3, top_k=1)] == \
+        [r.best.label for r in multi] * 3  # a full batch runs on the default session
+    monkeypatch.setattr(onnx_runtime, "TWIN_MAX_RUN_S", 0.0)
+    assert single_thread_twin(nets["classify"][0], rt) is None
+    assert OnnxModel.load(nets["classify"][0], info, device="cpu", threads=1).small_session \
+        is None  # an explicit thread count is kept as it is

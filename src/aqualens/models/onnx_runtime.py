@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,7 @@ class OnnxModel(TensorRuntime):
     def __init__(self, info: ModelInfo, session, device: str) -> None:  # noqa: ANN001
         super().__init__(info, device)
         self.session = session
+        self.small_session = None  # see single_thread_twin
         inputs = session.get_inputs()
         names = [i.name for i in inputs]
         self.input_name = ONNX_INPUT if ONNX_INPUT in names else names[0]
@@ -101,13 +104,61 @@ class OnnxModel(TensorRuntime):
             raise ModelError(f"cannot load ONNX model {Path(artefact).name}: "
                              f"{str(exc).splitlines()[0][:300]}", field="artefact") from None
         used = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
-        return cls(info, session, used)
+        model = cls(info, session, used)
+        if used == "cpu" and configured_threads(threads) == 0 and (os.cpu_count() or 1) > 1:
+            model.small_session = single_thread_twin(artefact, model)
+        return model
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Raw outputs for a preprocessed batch, by output name."""
         step = self.max_batch or len(batch)
-        parts = [self.session.run(None, {self.input_name: batch[i:i + step]})
+        session = self.small_session if self.small_session is not None \
+            and len(batch) <= SMALL_BATCH else self.session
+        parts = [session.run(None, {self.input_name: batch[i:i + step]})
                  for i in range(0, len(batch), step)]
         return {name: np.concatenate([p[j] for p in parts]) if len(parts) > 1 else parts[0][j]
                 for j, name in enumerate(self.output_names)}
 
+    def close(self) -> None:
+        self.session = self.small_session = None
+
+
+SMALL_BATCH = 2       # batches this small may run on the single-thread twin
+TWIN_MAX_RUN_S = 0.02  # a model slower than this per image is big enough for every thread
+
+
+def _median_run_s(session, name: str, x: np.ndarray, n: int) -> float:  # noqa: ANN001
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        session.run(None, {name: x})
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def single_thread_twin(artefact: Path, model: OnnxModel):  # noqa: ANN201 - InferenceSession | None
+    """A one-thread session of the same model for batches of one or two images, kept only when
+    it runs one image clearly faster than the default (all-cores) session, as measured here.
+
+    For a small model, waking ONNX Runtime's thread pool for each operator costs more than
+    splitting the work gains (a 64x64 plankton classifier: 0.14 ms on one thread against
+    0.21-0.31 ms on two, bench/RESULTS.md), which is what single-image API requests pay; big
+    models and full batches keep every thread. A model slower than TWIN_MAX_RUN_S per image is
+    not measured further (and gets no twin), so loading a big model costs two runs at most.
+    """
+    import onnxruntime as ort
+
+    spec = model.info.input_spec
+    x = np.zeros((1, spec.channels, spec.height, spec.width), dtype=np.float32)
+    try:
+        model.session.run(None, {model.input_name: x})  # warm-up
+        if _median_run_s(model.session, model.input_name, x, 1) > TWIN_MAX_RUN_S:
+            return None
+        single = ort.InferenceSession(str(artefact), sess_options=session_options(1),
+                                      providers=["CPUExecutionProvider"])
+        _median_run_s(single, model.input_name, x, 3)  # warm-up
+        multi_s = _median_run_s(model.session, model.input_name, x, 7)
+        single_s = _median_run_s(single, model.input_name, x, 7)
+    except Exception:  # noqa: BLE001 - a model that cannot run a blank image: no twin
+        return None
+    return single if single_s < 0.8 * multi_s else None
