@@ -86,16 +86,17 @@ class FastPredict:
                                   valid="multipart parts named 'files'")
         top_k, threshold = check_options(form.fields.get("top_k", 5),
                                          form.fields.get("threshold", 0.0))
-        model = await _resolve(ctx, ref, user)
+        model = await resolve_model_async(ctx, ref, user)
         rows = await predict_uploads_batched(ctx, model, files, user, top_k=top_k,
                                              threshold=threshold)
         return json.dumps({"model": model_ref(model), "results": rows},
                           separators=(",", ":")).encode()
 
 
-async def _resolve(ctx: Any, ref: str, user: Any) -> Any:
-    """The model lookup; a cache hit is answered on the event loop, a miss reads the catalogue
-    in a thread (it never blocks the loop on the database)."""
+async def resolve_model_async(ctx: Any, ref: str | int, user: Any) -> Any:
+    """The model lookup of the per-request predict paths (``resolve_model_cached``): a cache
+    hit is answered on the event loop, a miss reads the catalogue in a thread (it never blocks
+    the loop on the database)."""
     from aqualens.models.registry import cached_model, resolve_model_cached
 
     hit = cached_model(ctx, ref, user)

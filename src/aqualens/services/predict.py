@@ -164,11 +164,13 @@ class UploadRequest:
     user: User | None
     top_k: int
     threshold: float
+    details: dict | None = None
 
 
 async def predict_uploads_batched(ctx: Context, model: ModelRef,
                                   files: list[tuple[str, bytes]], user: User | None, *,
-                                  top_k: int = 5, threshold: float = 0.0) -> list[dict[str, Any]]:
+                                  top_k: int = 5, threshold: float = 0.0,
+                                  details: dict | None = None) -> list[dict[str, Any]]:
     """:func:`predict_uploads` for a server: concurrent requests for the same model are decoded
     and run as one batch in the model's batcher thread (:mod:`aqualens.services.batching`).
     Returns the answer rows; errors are those of :func:`predict_uploads`, per request."""
@@ -179,7 +181,7 @@ async def predict_uploads_batched(ctx: Context, model: ModelRef,
     top_k, threshold = check_options(top_k, threshold)
     key = ("predict", db_url_of(ctx), model.id, model.artefact_sha256)
     return await submit(key, _run_upload_batch,
-                        UploadRequest(ctx, model, files, user, top_k, threshold))
+                        UploadRequest(ctx, model, files, user, top_k, threshold, details))
 
 
 def _run_upload_batch(requests: list[UploadRequest]) -> list[Any]:
@@ -217,7 +219,7 @@ def _run_group(requests: list[UploadRequest], decoded: dict[int, list[np.ndarray
     for i in members:
         r, n = requests[i], len(decoded[i])
         outcomes[i] = _upload_rows(r.ctx, r.model, r.files, decoded[i], results[at:at + n],
-                                   r.user, None)
+                                   r.user, r.details)
         at += n
 
 
@@ -324,14 +326,9 @@ def _store(session, results: list[dict], *, model_id: int, owner_id: int,  # noq
             r["annotation_ids"].append(row.id)
 
 
-def identify(ctx: Context, model_ref: int | str, name: str, data: bytes, user: User | None, *,
-             top_k: int = 5, lat: float | None = None, lon: float | None = None,
-             date: str | None = None, depth: float | None = None) -> dict[str, Any]:
-    """The Pl@ntNet / iNaturalist pattern: ranked taxa for one image.
-
-    ``lat``/``lon``/``date``/``depth`` are validated and recorded with the usage event (for
-    priors later); they do not change the ranking yet.
-    """
+def identify_context(lat: float | None = None, lon: float | None = None,
+                     date: str | None = None, depth: float | None = None) -> dict[str, Any]:
+    """The observation context of an identify request, checked (recorded for priors later)."""
     context: dict[str, Any] = {}
     if lat is not None:
         if not -90 <= lat <= 90:
@@ -354,15 +351,21 @@ def identify(ctx: Context, model_ref: int | str, name: str, data: bytes, user: U
             raise ValidationError(f"depth {depth} is out of range", field="depth",
                                   valid="metres, -11000..11000")
         context["depth"] = depth
-    from aqualens.models.registry import resolve_model
+    return context
 
-    model = resolve_model(ctx, model_ref, user)
+
+def identify_model(model: ModelRef) -> ModelRef:
+    """Identify needs a classifier."""
     if model.task != "classify":
         raise ValidationError(f"model {model.name} {model.version} is a {model.task} model; "
                               "identify needs a classifier", field="model")
-    model, rows, _ = predict_uploads(ctx, model, [(name, data)], user, top_k=top_k,
-                                     details={"identify": True, **context})
-    top = rows[0]["result"]["top"]
+    return model
+
+
+def identify_answer(model: ModelRef, row: dict[str, Any], context: dict[str, Any],
+                    name: str) -> dict[str, Any]:
+    """The identify answer: ranked taxa with AphiaID, WoRMS link, score and model version."""
+    top = row["result"]["top"]
     return {"model": {"id": model.id, "name": model.name, "version": model.version,
                       "pid": f"sha256:{model.artefact_sha256}"},
             "results": [{"rank": n + 1, "label": t["label"], "aphia_id": t["aphia_id"],
@@ -371,3 +374,21 @@ def identify(ctx: Context, model_ref: int | str, name: str, data: bytes, user: U
                                        f"&id={t['aphia_id']}" if t["aphia_id"] else None)}
                         for n, t in enumerate(top)],
             "context": context, "file": name}
+
+
+def identify(ctx: Context, model_ref: int | str, name: str, data: bytes, user: User | None, *,
+             top_k: int = 5, lat: float | None = None, lon: float | None = None,
+             date: str | None = None, depth: float | None = None) -> dict[str, Any]:
+    """The Pl@ntNet / iNaturalist pattern: ranked taxa for one image.
+
+    ``lat``/``lon``/``date``/``depth`` are validated and recorded with the usage event (for
+    priors later); they do not change the ranking yet. (The API runs the same steps with the
+    prediction batched: ``api/routes/identify.py``.)
+    """
+    from aqualens.models.registry import resolve_model
+
+    context = identify_context(lat, lon, date, depth)
+    model = identify_model(resolve_model(ctx, model_ref, user))
+    model, rows, _ = predict_uploads(ctx, model, [(name, data)], user, top_k=top_k,
+                                     details={"identify": True, **context})
+    return identify_answer(model, rows[0], context, name)

@@ -47,20 +47,24 @@ async def identify(request: Request, ctx: Context = Depends(get_ctx),
     the newest classifier you may use), ``top_k`` (5), and observation context ``lat``, ``lon``,
     ``date`` (ISO 8601), ``depth`` (m), recorded for later priors. Answers ranked taxa with their
     WoRMS AphiaID, score and the model version."""
-    from aqualens.services.predict import identify as svc_identify
+    from aqualens.api.fastpath import resolve_model_async
+    from aqualens.services import predict as svc
 
     form = await read_form(request)
     up = form.get("image") or form.get("file") or form.get("images")
     if not isinstance(up, UploadFile):
         raise ValidationError("send one image file in the 'image' part", field="image")
     data = await read_upload(ctx, up, "image")
-    model = form.get("model") or None
-    if model is None:
-        model = await run_in_threadpool(default_classifier, ctx, user)
     date = form.get("date")
-    return await run_in_threadpool(
-        lambda: svc_identify(ctx, model, up.filename or "image", data, user,
-                             top_k=form.get("top_k", 5), lat=_number(form.get("lat"), "lat"),
-                             lon=_number(form.get("lon"), "lon"),
-                             date=str(date) if date else None,
-                             depth=_number(form.get("depth"), "depth")))
+    context = svc.identify_context(_number(form.get("lat"), "lat"),
+                                   _number(form.get("lon"), "lon"),
+                                   str(date) if date else None, _number(form.get("depth"), "depth"))
+    top_k, _ = svc.check_options(form.get("top_k", 5), 0.0)
+    ref = form.get("model") or None
+    if ref is None:
+        ref = await run_in_threadpool(default_classifier, ctx, user)
+    model = svc.identify_model(await resolve_model_async(ctx, ref, user))
+    name = up.filename or "image"
+    rows = await svc.predict_uploads_batched(ctx, model, [(name, data)], user, top_k=top_k,
+                                             details={"identify": True, **context})
+    return svc.identify_answer(model, rows[0], context, name)
