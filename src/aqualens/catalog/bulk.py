@@ -42,7 +42,12 @@ def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> N
     columns = []
     for name, proc in zip(names, procs):
         values = [row[name] for row in rows]
-        columns.append([proc(v) for v in values] if proc is not None else values)
+        if proc is None:
+            columns.append(values)
+        elif all(v is values[0] for v in values):  # one timestamp / owner for the batch
+            columns.append([proc(values[0])] * len(values))
+        else:
+            columns.append([proc(v) for v in values])
     if positional:
         params: list[Any] = list(zip(*columns))
     else:

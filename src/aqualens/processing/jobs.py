@@ -331,8 +331,9 @@ def insert_results(session: Session, job_id: str, results: Iterable[dict]) -> li
     rows THIS call inserted: only those may get side effects (annotations) and progress, which
     makes a batch that runs twice, even concurrently, count and write once.
     """
+    now = utcnow()  # one timestamp for the batch
     rows = [{"job_id": str(job_id), "image_id": int(r["image_id"]), "ok": bool(r.get("ok", True)),
-             "payload": r.get("payload"), "error": r.get("error"), "created_at": utcnow()}
+             "payload": r.get("payload"), "error": r.get("error"), "created_at": now}
             for r in results]
     if not rows:
         return []
