@@ -36,6 +36,15 @@ TARGETS = {"random": 0.5, "video": 0.35}
 TARGET_MIN = 20.0
 
 
+def _setting(kv: str) -> tuple[str, object]:
+    """``KEY=VALUE`` (VALUE as JSON when it parses, else a string) for a TrainConfig field."""
+    key, _, raw = kv.partition("=")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
 def run(kind: str, args: argparse.Namespace) -> dict:
     t0 = time.monotonic()
     items, names = yolo_folder(args.data)
@@ -45,7 +54,8 @@ def run(kind: str, args: argparse.Namespace) -> dict:
     cfg = TrainConfig(task="detect", seed=args.seed, device=args.device, threads=args.threads,
                       epochs=args.epochs, max_minutes=args.max_minutes,
                       input_size=(args.input_size,) * 2 if args.input_size else None,
-                      **({"patience": args.patience} if args.patience else {})).resolved()
+                      **({"patience": args.patience} if args.patience else {}),
+                      **dict(_setting(kv) for kv in args.set)).resolved()
     h, w = cfg.input_size
     data = {k: build_train_data([by[n] for n in v], path_reader, "detect", h, w, 3, cfg.resize)
             for k, v in splits.items()}
@@ -57,6 +67,11 @@ def run(kind: str, args: argparse.Namespace) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         res = train(cfg, data["train"], data["val"], names, Path(tmp), progress=show)
+        if args.save:
+            import shutil
+            args.save.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(tmp) / "best.pt", args.save / f"{kind}-best.pt")
+            shutil.copy(Path(tmp) / "last.pt", args.save / f"{kind}-last.pt")
     test = data["test"]
     dets = predict_detect(res.net, test.images, res.mean, res.std, pick_device(args.device))
     m = detection_metrics(list(zip(test.boxes, test.box_labels)), dets, [(w, h)] * len(test),
@@ -65,14 +80,16 @@ def run(kind: str, args: argparse.Namespace) -> dict:
     target = TARGETS[kind]
     print(f"\ndeepfish detect, {kind} split: train {len(data['train'])} / val "
           f"{len(data['val'])} / test {len(test)} images, {res.epochs_run} epochs "
-          f"(best {res.best_epoch}, stop: {res.stopped}), device {args.device}")
+          f"(best {res.best_epoch}, val AP50 {res.best_metric:.3f}, stop: {res.stopped}), "
+          f"device {args.device}, load average {os.getloadavg()[0]:.1f}")
     print(f"test AP50  {m['AP50']:.3f}   target >= {target}  ratio {m['AP50'] / target:.2f}  "
           f"{'MET' if m['AP50'] >= target else 'MISSED'}")
     print(f"test AP    {m['AP']:.3f}   AP75 {m['AP75']:.3f}")
     print(f"wall time  {wall / 60:.2f} min   target <= {TARGET_MIN} min  ratio "
           f"{wall / 60 / TARGET_MIN:.2f}  {'MET' if wall / 60 <= TARGET_MIN else 'MISSED'}\n")
     return {"split": kind, "AP50": m["AP50"], "AP": m["AP"], "AP75": m["AP75"], "wall_s": wall,
-            "epochs": res.epochs_run, "device": args.device}
+            "epochs": res.epochs_run, "best_epoch": res.best_epoch, "val_AP50": res.best_metric,
+            "device": args.device, "config": cfg.to_dict()}
 
 
 def main() -> None:
@@ -88,7 +105,12 @@ def main() -> None:
                     help="early-stopping patience in epochs (default: the training default)")
     ap.add_argument("--max-minutes", type=float, default=18.0,
                     help="training time budget per run (the target is 20 min end to end)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a TrainConfig field (experiments), e.g. mosaic=0.5 or "
+                         'detect_aug=\'{"haze": 0.3}\'')
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--save", type=Path, default=None,
+                    help="copy the best and last checkpoints into this folder")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     kinds = ["random", "video"] if args.split == "both" else [args.split]

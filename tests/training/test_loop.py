@@ -159,3 +159,81 @@ def test_resume_after_sigkill(tmp_path):
     epochs = [int(x.split()[1]) for x in out.stdout.splitlines() if x.startswith("EPOCH")]
     assert epochs == [2, 3, 4]              # continued from the checkpoint epoch, not from 1
     assert "DONE [1, 2, 3, 4]" in out.stdout
+
+
+def test_early_stopping_waits_for_the_end_of_the_detector_schedule():
+    from aqualens.training.loop import early_stop
+
+    det = TrainConfig(task="detect", patience=20).resolved()
+    cls = TrainConfig(task="classify", patience=20).resolved()
+    assert det.patience_from == 0.75 and cls.patience_from == 0.5
+    # Best at epoch 48 of 100 (the DeepFish run the old rule cut at 70): the classifier rule
+    # stops at 70, the detector's counts only from 75 and so stops at 95.
+    assert early_stop(cls, 70, 48, 100)
+    assert not early_stop(det, 70, 48, 100) and not early_stop(det, 94, 48, 100)
+    assert early_stop(det, 95, 48, 100)
+    assert not early_stop(det, 99, 90, 100)        # a late best epoch resets the count
+    with pytest.raises(ValidationError) as err:
+        TrainConfig(task="detect", patience_from=1.5).resolved()
+    assert err.value.field == "patience_from"
+    with pytest.raises(ValidationError) as err:
+        TrainConfig(task="detect", detect_aug={"sharpen": 1}).resolved()
+    assert err.value.field == "detect_aug" and "sharpen" in str(err.value)
+
+
+def test_detector_options_round_trip_and_reach_the_network(tmp_path):
+    torch.set_num_threads(1)
+    pairs = [detect_image(i) for i in range(8)]
+    data = TrainData(images=np.stack([p[0] for p in pairs]),
+                     boxes=[np.array([[x, y, x + w, y + h] for x, y, w, h in p[1]],
+                                     np.float32).reshape(-1, 4) for p in pairs],
+                     box_labels=[np.zeros(len(p[1]), np.int64) for p in pairs])
+    cfg = TrainConfig(task="detect", epochs=1, input_size=(64, 64), batch_size=4, threads=1,
+                      train_crop=32, mosaic=1.0, flip_test=True,
+                      detect_aug={"scale": (0.9, 1.1), "haze": 0.2, "saturation": 0.2})
+    again = TrainConfig.from_dict(cfg.resolved().to_dict()).resolved()
+    assert again == cfg.resolved()
+    res = train(cfg, data, data, ["fish"], tmp_path)
+    assert res.net.cfg.flip_test and np.isfinite(res.history[0]["loss"])
+
+
+def test_neighbour_regression_cells_point_back_to_the_centre():
+    from aqualens.training.loop import centernet_targets
+
+    boxes = [torch.tensor([[10.0, 10.0, 30.0, 26.0]])]     # centre (20, 18) -> cell (5, 4)
+    labels = [torch.tensor([0])]
+    one = centernet_targets(boxes, labels, 1, 16, 16, 4)
+    nine = centernet_targets(boxes, labels, 1, 16, 16, 4, reg_cells=3)
+    assert float(one["mask"].sum()) == 1.0 and torch.equal(one["heat"], nine["heat"])
+    m = nine["mask"][0]
+    assert m[4, 5] == 1.0 and int((m == 0.5).sum()) == 8
+    for jy, jx in zip(*torch.nonzero(m, as_tuple=True)):
+        cx = (jx + nine["offset"][0, 0, jy, jx]) * 4
+        cy = (jy + nine["offset"][0, 1, jy, jx]) * 4
+        assert float(cx) == pytest.approx(20.0) and float(cy) == pytest.approx(18.0)
+        assert torch.exp(nine["size"][0, :, jy, jx]).tolist() == pytest.approx([20.0, 16.0])
+    # A neighbour never takes over another object's centre cell.
+    two = [torch.tensor([[10.0, 10.0, 30.0, 26.0], [22.0, 14.0, 30.0, 22.0]])]
+    t = centernet_targets(two, [torch.tensor([0, 0])], 1, 16, 16, 4, reg_cells=3)
+    assert t["mask"][0, 4, 6] == 1.0
+    assert torch.exp(t["size"][0, :, 4, 6]).tolist() == pytest.approx([8.0, 8.0])
+
+
+def test_detector_keeps_its_best_epoch_from_the_schedule_tail(tmp_path):
+    """A validation spike while the learning rate is high is not the kept checkpoint."""
+    from aqualens.training.loop import tail_start
+
+    torch.set_num_threads(1)
+    pairs = [detect_image(i) for i in range(8)]
+    data = TrainData(images=np.stack([p[0] for p in pairs]),
+                     boxes=[np.array([[x, y, x + w, y + h] for x, y, w, h in p[1]],
+                                     np.float32).reshape(-1, 4) for p in pairs],
+                     box_labels=[np.zeros(len(p[1]), np.int64) for p in pairs])
+    cfg = TrainConfig(task="detect", epochs=4, input_size=(64, 64), batch_size=4, threads=1,
+                      train_crop=32, min_epochs=1, patience_from=0.75)
+    assert cfg.resolved().best_from_tail and not TrainConfig().resolved().best_from_tail
+    assert tail_start(cfg.resolved(), 4) == 3
+    res = train(cfg, data, data, ["fish"], tmp_path)
+    tail = [h["val_metric"] for h in res.history[2:]]
+    assert res.best_epoch >= 3 and res.best_metric == max(tail)
+    assert torch.load(tmp_path / "best.pt", weights_only=False)["epoch"] == res.best_epoch

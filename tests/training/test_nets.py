@@ -71,3 +71,57 @@ def test_box_aware_augmentation_keeps_boxes_on_objects():
             x1, y1, x2, y2 = b[0][0].round().int().tolist()
             inside = x[0, :, max(y1, 0):y2, max(x1, 0):x2].mean()
             assert inside > 0.5                     # the box still covers the bright object
+
+
+def _trained_like_detector(flip_test: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build_net(NetConfig(task="detect", num_classes=2, max_detections=15,
+                              dense_head=True, flip_test=flip_test)).eval()
+    with torch.no_grad():                        # distinct peaks, as in a trained model
+        net.heat.bias.fill_(0.0)
+        net.heat.weight.mul_(20)
+    return net
+
+
+def test_flip_test_is_mirror_equivariant():
+    """With the flip test, a mirrored image gives exactly the mirrored detections."""
+    from aqualens.training.nets import DetectorExport
+
+    net = _trained_like_detector(True)
+    graph = DetectorExport(net)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        b, s, _ = graph(x)
+        bm, sm, _ = graph(x.flip(3))
+    for i in range(2):
+        mirrored = torch.stack([96 - b[i, :, 2], b[i, :, 1], 96 - b[i, :, 0], b[i, :, 3]], 1)
+        order, order_m = torch.argsort(s[i]), torch.argsort(sm[i])
+        assert torch.allclose(s[i][order], sm[i][order_m], atol=1e-5)
+        strong = s[i][order] > s[i].min() + 1e-3
+        assert torch.allclose(mirrored[order][strong], bm[i][order_m][strong], atol=1e-3)
+    # Without it, the graph is the plain decoding of the network.
+    plain = DetectorExport(net, flip_test=False)
+    with torch.no_grad():
+        ref = decode_centernet(*net(x), net.stride, 15)
+        assert torch.equal(plain(x)[1], ref[1])
+
+
+def test_flip_test_export_parity(tmp_path):
+    net = _trained_like_detector(True)
+    path = export_onnx(net, tmp_path / "m.onnx", 3, 64, 64)
+    x = np.random.default_rng(2).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    report = parity_check(net, path, x)
+    assert report["ok"] and report["checked"] > 10
+
+
+def test_predict_detect_follows_the_exported_graph():
+    from aqualens.training.loop import predict_detect
+    from aqualens.training.nets import DetectorExport
+
+    net = _trained_like_detector(True)
+    imgs = np.random.default_rng(3).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    dets = predict_detect(net, imgs, [0.5] * 3, [0.25] * 3, torch.device("cpu"))
+    x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
+    with torch.no_grad():
+        _, scores, _ = DetectorExport(net)(x)
+    assert np.isclose(dets[0][1].max(), float(scores[0].max()), atol=1e-6)

@@ -33,6 +33,7 @@ class NetConfig:
     stem_width: int = 16              # stem channels at width 1
     dense_head: bool = False          # detector: dense (not depthwise) 3x3 convs in FPN + head
     max_detections: int = 100         # K of the ONNX detection outputs
+    flip_test: bool = False           # detector: average with the mirrored image (in the graph)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -190,15 +191,36 @@ class Detector(nn.Module):
         self.cfg.num_classes = num_classes
 
 
+def flip_merge(net: Detector, x: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Test-time horizontal flip: heatmap probabilities, log-sizes and offsets of ``x`` and of
+    its mirror image, mirrored back and averaged (CenterNet's flip test).
+
+    A centre at ``stride * (j + o)`` in the mirror lies at ``stride * ((w - 1 - j) + 1 - o)``
+    in the original, so the x offset becomes ``1 - o``. Returns probabilities, not logits.
+    """
+    n = x.shape[0]
+    heat, size, offset = net(torch.cat([x, x.flip(3)], dim=0))
+    prob = torch.sigmoid(heat)
+    prob = (prob[:n] + prob[n:].flip(3)) / 2
+    size = (size[:n] + size[n:].flip(3)) / 2
+    off_m = offset[n:].flip(3)
+    off_m = torch.cat([1 - off_m[:, :1], off_m[:, 1:]], dim=1)
+    offset = (offset[:n] + off_m) / 2
+    return prob, size, offset
+
+
 def decode_centernet(heat: torch.Tensor, size: torch.Tensor, offset: torch.Tensor, stride: int,
-                     k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     k: int, is_prob: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Peaks of the heatmap -> (boxes N,K,4 xyxy input px, scores N,K, labels N,K int64).
 
-    Only ops that export to ONNX cleanly (max-pool peak test, topk, gather), so the same code runs
-    in training-time evaluation and in the exported graph.
+    ``heat`` holds logits, or probabilities with ``is_prob``. Only ops that export to ONNX
+    cleanly (max-pool peak test, topk, gather), so the same code runs in training-time
+    evaluation and in the exported graph.
     """
     n, c, h, w = heat.shape
-    prob = torch.sigmoid(heat)
+    prob = heat if is_prob else torch.sigmoid(heat)
     peak = F.max_pool2d(prob, 3, stride=1, padding=1)
     prob = prob * (peak == prob).to(prob.dtype)
     flat = prob.reshape(n, -1)
@@ -221,15 +243,21 @@ def decode_centernet(heat: torch.Tensor, size: torch.Tensor, offset: torch.Tenso
 
 
 class DetectorExport(nn.Module):
-    """The detector plus decoding: the graph that is exported to ONNX."""
+    """The detector plus decoding (and the flip test when ``cfg.flip_test``): the graph that is
+    exported to ONNX and the one training-time evaluation runs, so both paths agree."""
 
-    def __init__(self, det: Detector) -> None:
+    def __init__(self, det: Detector, flip_test: bool | None = None) -> None:
         super().__init__()
         self.det = det
+        self.flip_test = det.cfg.flip_test if flip_test is None else flip_test
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        k = self.det.cfg.max_detections
+        if self.flip_test:
+            prob, size, offset = flip_merge(self.det, x)
+            return decode_centernet(prob, size, offset, self.det.stride, k, is_prob=True)
         heat, size, offset = self.det(x)
-        return decode_centernet(heat, size, offset, self.det.stride, self.det.cfg.max_detections)
+        return decode_centernet(heat, size, offset, self.det.stride, k)
 
 
 def build_net(cfg: NetConfig) -> nn.Module:

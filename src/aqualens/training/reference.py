@@ -28,7 +28,7 @@ REFERENCES = {
     "plankton-uvp6-classifier": {"folder": "uvp6", "task": "classify", "licence": "GPL-3.0",
                                  "data_licence": "GPL-3.0 (github.com/ecotaxa/uvpec img_sample)"},
     "fish-deepfish-detector": {"folder": "deepfish", "task": "detect", "licence": "CC-BY-4.0",
-                               "epochs": 50,
+                               "epochs": 100,
                                "data_licence": "CC BY 4.0 (DeepFish, Saleh et al. 2020, "
                                                "Roboflow export deepfish-fmyzf v2)"},
 }
