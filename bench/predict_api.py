@@ -23,7 +23,12 @@ Workloads (``--workload``):
   parameters; untrained weights: the cost is the same).
 - ``photo`` (the previous setting): 640x480 JPEGs (~118 KB) and a 3-conv CNN at 128x128 RGB.
 
-Usage: ``.venv/bin/python bench/predict_api.py [--n 300] [--workload vignette|photo]``
+The client is the standard library's keep-alive ``http.client`` with each multipart body encoded
+once (``--client httpx`` for the previous one); ``--concurrency K`` keeps K requests in flight
+(K client threads, one connection each), the load a shared service sees.
+
+Usage: ``.venv/bin/python bench/predict_api.py [--n 300] [--concurrency 8]
+[--workload vignette|photo] [--server-threads 1]``
 """
 
 from __future__ import annotations
