@@ -91,6 +91,9 @@ def test_bad_training_requests(ctx, admin):
         with pytest.raises(ValidationError) as e:
             start_training(s, admin, "vig@1", input_size=33)
         assert e.value.field == "input_size"
+        with pytest.raises(ValidationError) as e:
+            start_training(s, admin, "vig@1", flip_test="yes")
+        assert e.value.field == "flip_test" and "true, false" in e.value.valid
         with pytest.raises(NotFound):
             start_training(s, admin, "vig@1", base_model="ghost@1.0.0")
 
@@ -101,8 +104,9 @@ def test_detection_job(ctx, admin):
     with ctx.session() as s:
         freeze(s, admin, "frames", collection="frames", group_by=r"name:^(vid\d+)_")
     job = _run(ctx, admin, dataset="frames@1", epochs=1, input_size=64, batch_size=8,
-               threads=1, train_crop=32)
+               threads=1, train_crop=32, flip_test=False)
     assert {"AP", "AP50", "AP75"} <= set(job.outputs["metrics"])
+    assert job.params["flip_test"] is False
     with ctx.session() as s:
         m = s.get(Model, job.outputs["model_id"])
         assert m.task == "detect" and "pr_curves.png" in m.files

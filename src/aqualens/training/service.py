@@ -32,7 +32,7 @@ KIND = "train"
 PARAMS = {"dataset", "task", "base_model", "name", "version", "epochs", "batch_size", "lr",
           "device", "seed", "input_size", "width", "patience", "balance", "threads",
           "max_minutes", "resize", "augment", "licence", "description", "eval_split",
-          "train_crop", "visibility", "keep_labels"}
+          "train_crop", "visibility", "keep_labels", "flip_test"}
 
 
 # ---- job creation ---------------------------------------------------------------------------
@@ -68,6 +68,10 @@ def validate_params(session: Session, params: dict, owner_id: int) -> dict:
     out["task"] = task
     if not (dv.label_map or {}).get("labels"):
         raise ValidationError(f"{dv.ref} has no labelled annotations", field="dataset")
+    if "flip_test" in out and out["flip_test"] is not None \
+            and not isinstance(out["flip_test"], bool):
+        raise ValidationError(f"flip_test must be true or false, got {out['flip_test']!r}",
+                              field="flip_test", valid="true, false")
     for key, lo, hi in (("epochs", 1, 10000), ("batch_size", 1, 4096), ("seed", 0, 2**31 - 1),
                         ("patience", 1, 10000), ("threads", 1, 1024), ("train_crop", 32, 8192)):
         _int(out, key, lo, hi)
@@ -104,7 +108,7 @@ def validate_params(session: Session, params: dict, owner_id: int) -> dict:
 
 def _config(params: dict) -> TrainConfig:
     keys = ("epochs", "batch_size", "lr", "device", "seed", "width", "patience", "balance",
-            "threads", "max_minutes", "resize", "augment", "train_crop")
+            "threads", "max_minutes", "resize", "augment", "train_crop", "flip_test")
     kw = {k: params[k] for k in keys if params.get(k) is not None}
     if params.get("input_size"):
         size = params["input_size"]
