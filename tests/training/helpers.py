@@ -101,3 +101,18 @@ def make_detect_collection(ctx, owner: User, name: str = "frames", n: int = 30, 
                                owner_id=owner.id)
             out.append(img.id)
     return out
+
+
+def trained_like_detector(flip_test: bool):  # noqa: ANN201 - torch.nn.Module
+    """A small untrained detector whose heatmap has distinct peaks, as a trained one's has."""
+    import torch
+
+    from aqualens.training.nets import NetConfig, build_net
+
+    torch.manual_seed(0)
+    net = build_net(NetConfig(task="detect", num_classes=2, max_detections=15,
+                              dense_head=True, flip_test=flip_test)).eval()
+    with torch.no_grad():
+        net.heat.bias.fill_(0.0)
+        net.heat.weight.mul_(20)
+    return net

@@ -10,6 +10,7 @@ import torch
 from aqualens.training.augment import DetectAugment, random_crops
 from aqualens.training.export import export_onnx, parity_check
 from aqualens.training.nets import NetConfig, build_net, count_params, decode_centernet
+from tests.training.helpers import trained_like_detector
 
 
 def test_decode_puts_a_box_where_the_peak_is():
@@ -73,21 +74,11 @@ def test_box_aware_augmentation_keeps_boxes_on_objects():
             assert inside > 0.5                     # the box still covers the bright object
 
 
-def _trained_like_detector(flip_test: bool) -> torch.nn.Module:
-    torch.manual_seed(0)
-    net = build_net(NetConfig(task="detect", num_classes=2, max_detections=15,
-                              dense_head=True, flip_test=flip_test)).eval()
-    with torch.no_grad():                        # distinct peaks, as in a trained model
-        net.heat.bias.fill_(0.0)
-        net.heat.weight.mul_(20)
-    return net
-
-
 def test_flip_test_is_mirror_equivariant():
     """With the flip test, a mirrored image gives exactly the mirrored detections."""
     from aqualens.training.nets import DetectorExport
 
-    net = _trained_like_detector(True)
+    net = trained_like_detector(True)
     graph = DetectorExport(net)
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
@@ -107,21 +98,8 @@ def test_flip_test_is_mirror_equivariant():
 
 
 def test_flip_test_export_parity(tmp_path):
-    net = _trained_like_detector(True)
+    net = trained_like_detector(True)
     path = export_onnx(net, tmp_path / "m.onnx", 3, 64, 64)
     x = np.random.default_rng(2).standard_normal((3, 3, 64, 64)).astype(np.float32)
     report = parity_check(net, path, x)
     assert report["ok"] and report["checked"] > 10
-
-
-def test_predict_detect_follows_the_exported_graph():
-    from aqualens.training.loop import predict_detect
-    from aqualens.training.nets import DetectorExport
-
-    net = _trained_like_detector(True)
-    imgs = np.random.default_rng(3).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
-    dets = predict_detect(net, imgs, [0.5] * 3, [0.25] * 3, torch.device("cpu"))
-    x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
-    with torch.no_grad():
-        _, scores, _ = DetectorExport(net)(x)
-    assert np.isclose(dets[0][1].max(), float(scores[0].max()), atol=1e-6)
