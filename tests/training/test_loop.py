@@ -41,13 +41,18 @@ def test_tiny_classifier_trains_and_checkpoints(tmp_path):
     assert (tmp_path / "best.pt").exists() and res.epochs_run == 2
 
 
-def test_tiny_detector_trains(tmp_path):
-    torch.set_num_threads(1)
-    pairs = [detect_image(i) for i in range(12)]
-    data = TrainData(images=np.stack([p[0] for p in pairs]),
+def _detect_data(n: int) -> TrainData:
+    """``n`` synthetic frames with their fish boxes (x1, y1, x2, y2)."""
+    pairs = [detect_image(i) for i in range(n)]
+    return TrainData(images=np.stack([p[0] for p in pairs]),
                      boxes=[np.array([[x, y, x + w, y + h] for x, y, w, h in p[1]],
                                      np.float32).reshape(-1, 4) for p in pairs],
                      box_labels=[np.zeros(len(p[1]), np.int64) for p in pairs])
+
+
+def test_tiny_detector_trains(tmp_path):
+    torch.set_num_threads(1)
+    data = _detect_data(12)
     cfg = TrainConfig(task="detect", epochs=1, input_size=(64, 64), batch_size=4, threads=1,
                       train_crop=32)
     res = train(cfg, data, data, ["fish"], tmp_path)
@@ -183,11 +188,7 @@ def test_early_stopping_waits_for_the_end_of_the_detector_schedule():
 
 def test_detector_options_round_trip_and_reach_the_network(tmp_path):
     torch.set_num_threads(1)
-    pairs = [detect_image(i) for i in range(8)]
-    data = TrainData(images=np.stack([p[0] for p in pairs]),
-                     boxes=[np.array([[x, y, x + w, y + h] for x, y, w, h in p[1]],
-                                     np.float32).reshape(-1, 4) for p in pairs],
-                     box_labels=[np.zeros(len(p[1]), np.int64) for p in pairs])
+    data = _detect_data(8)
     cfg = TrainConfig(task="detect", epochs=1, input_size=(64, 64), batch_size=4, threads=1,
                       train_crop=32, mosaic=1.0, flip_test=True,
                       detect_aug={"scale": (0.9, 1.1), "haze": 0.2, "saturation": 0.2})
@@ -202,11 +203,7 @@ def test_detector_keeps_its_best_epoch_from_the_schedule_tail(tmp_path):
     from aqualens.training.loop import tail_start
 
     torch.set_num_threads(1)
-    pairs = [detect_image(i) for i in range(8)]
-    data = TrainData(images=np.stack([p[0] for p in pairs]),
-                     boxes=[np.array([[x, y, x + w, y + h] for x, y, w, h in p[1]],
-                                     np.float32).reshape(-1, 4) for p in pairs],
-                     box_labels=[np.zeros(len(p[1]), np.int64) for p in pairs])
+    data = _detect_data(8)
     cfg = TrainConfig(task="detect", epochs=4, input_size=(64, 64), batch_size=4, threads=1,
                       train_crop=32, min_epochs=1, patience_from=0.75)
     assert cfg.resolved().best_from_tail and not TrainConfig().resolved().best_from_tail
