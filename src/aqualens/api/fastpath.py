@@ -21,7 +21,6 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
 
 from anyio import to_thread
 
@@ -49,7 +48,8 @@ class FastPredict:
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._answer(unquote(match.group(1)), headers, receive)
+            # scope["path"] is already percent-decoded, as the route's path parameter is.
+            body = await self._answer(match.group(1), headers, receive)
         except AquaLensError as exc:
             from aqualens.api.errors import error_response
 
