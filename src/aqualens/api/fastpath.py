@@ -110,12 +110,12 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 
 def _ours(headers: dict[str, str]) -> bool:
-    """A small upload form of known length answered in JSON (what
-    :func:`routes.models.wants_png` would not turn into an overlay)."""
+    """A small upload form of known length answered in JSON (not an overlay)."""
+    from aqualens.api.routes.models import png_requested
+
     if not headers.get("content-type", "").lower().startswith("multipart/form-data"):
         return False
     length = headers.get("content-length", "")
     if not length.isdigit() or int(length) > MAX_BODY:
         return False
-    accept = headers.get("accept", "")
-    return not ("image/png" in accept and "application/json" not in accept)
+    return not png_requested(headers.get("accept", ""))

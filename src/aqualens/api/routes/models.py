@@ -220,7 +220,11 @@ def download_package(ref: str, ctx: Context = Depends(get_ctx),
 
 
 def wants_png(request: Request) -> bool:
-    accept = request.headers.get("accept", "")
+    return png_requested(request.headers.get("accept", ""))
+
+
+def png_requested(accept: str) -> bool:
+    """Whether an Accept header asks for the PNG overlay rather than JSON."""
     return "image/png" in accept and "application/json" not in accept
 
 
