@@ -80,6 +80,43 @@ def test_predict_params_are_checked(ctx, tmp_path):
         with pytest.raises(ValidationError, match="exactly one of"):
             jobs.create_job(s, "predict", {"model": "bright", "collection": "c",
                                            "image_ids": [1]}, owner)
+        for bad in (0, "512", True, 100_001):
+            with pytest.raises(ValidationError, match="chunk_size must be an integer") as err:
+                jobs.create_job(s, "predict", {"model": "bright", "collection": "c",
+                                               "chunk_size": bad}, owner)
+            assert err.value.field == "chunk_size"
+
+
+def test_a_task_predicts_its_chunk_in_model_batches(ctx, runner, tmp_path, monkeypatch):
+    """Tasks carry chunks of ``chunk_size`` images; the worker decodes and predicts each chunk
+    ``batch_size`` images at a time, so only one batch is ever decoded in memory, and a bad image
+    fails alone."""
+    from aqualens.models.tensor_runtime import TensorRuntime
+
+    _, ids = add_images(ctx, [10, 60, 100, 140, 200, 250, 30], missing_blob=(3,))
+    register_brightness_model(ctx, tmp_path)
+    calls: list[int] = []
+    real = TensorRuntime.predict
+
+    def spy(self, images, **kw):
+        calls.append(len(images))
+        return real(self, images, **kw)
+
+    monkeypatch.setattr(TensorRuntime, "predict", spy)
+    with ctx.session() as s:
+        job_id = jobs.create_job(s, "predict", {"model": "bright", "collection": "cam1",
+                                                "batch_size": 2, "chunk_size": 4},
+                                 admin_id(ctx)).id
+    job = wait_state(ctx, job_id, ("succeeded", "failed"))
+    assert job["state"] == "succeeded" and (job["done"], job["failed"]) == (6, 1)
+    assert sum(job["outputs"]["batches_per_worker"].values()) == 2  # 7 images, chunks of 4
+    assert max(calls) == 2 and sum(calls) == 6  # the missing blob never reaches the model
+    with ctx.session() as s:
+        logs = [entry.message for entry in jobs.get_logs(s, job_id)]
+        assert any("2 tasks of up to 4" in m for m in logs), logs
+        assert s.query(Annotation).filter_by(job_id=job_id).count() == 6
+        bad = s.query(JobResult).filter_by(job_id=job_id, ok=False).one()
+        assert bad.image_id == ids[3] and "cannot decode" in bad.error
 
 
 def test_compare_plot_is_png():

@@ -4,7 +4,10 @@
 Two forms are accepted; the runner (:mod:`aqualens.processing.runner`) tells them apart.
 
 1. **Batch kind** — a subclass of :class:`BatchJobKind` (the class or an instance). Work is a list
-   of catalogue image ids, sent to Dask workers in batches of ``batch_size``:
+   of catalogue image ids, sent to Dask workers in tasks of up to ``chunk_size`` images
+   (:func:`task_size`; kinds whose work is a model call process a task's images in batches of
+   ``batch_size``, so memory stays bounded by the batch while each task's round trip, and each
+   transaction storing its results, is paid once per chunk):
 
    - ``plan(ctx, job) -> list[int]`` runs in the runner: which images the job covers. It is
      called again when a job resumes; images that already have a result are skipped.
@@ -51,8 +54,12 @@ class JobCancelled(JobError):
 class BatchJobKind(ABC):
     """Base class of kinds that process catalogue images in batches (see module docstring)."""
 
-    #: Images per Dask task.
+    #: Images per model call (or per task when ``chunk_size`` is None).
     batch_size: int = 32
+    #: Images per Dask task (a multiple of the batch; None = one batch per task). The
+    #: per-task costs (task round trip, result transfer, the storing transaction) are paid once
+    #: per chunk, not once per batch.
+    chunk_size: int | None = None
     #: ``UsageEvent.kind`` written per processed batch.
     usage_kind: str = "process"
 
@@ -85,6 +92,21 @@ class BatchJobKind(ABC):
 
     def usage_model_id(self, params: dict) -> int | None:
         return None
+
+
+def task_size(kind: BatchJobKind, params: dict, pending: int, threads: int) -> int:
+    """Images per Dask task for a job: ``params["chunk_size"]``, else the kind's ``chunk_size``
+    capped so that every worker thread gets at least 4 tasks (a small job still spreads over
+    the cluster and no worker idles long at the end), rounded up to whole batches, and never
+    less than one batch."""
+    batch = max(1, int(params.get("batch_size") or kind.batch_size))
+    if params.get("chunk_size"):
+        return max(1, int(params["chunk_size"]))
+    if not kind.chunk_size:
+        return batch
+    spread = -(-max(1, pending) // (4 * max(1, threads)))
+    chunk = min(max(kind.chunk_size, batch), spread)
+    return max(batch, -(-chunk // batch) * batch)
 
 
 def resolve_kind(name: str) -> Any:

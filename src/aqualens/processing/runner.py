@@ -5,9 +5,11 @@ One runner per instance is normal; several may run (claims are atomic UPDATEs). 
 - on start, and every ``stale_s / 2`` seconds, re-queues jobs left ``running`` by a dead runner
   (heartbeat older than ``stale_s``, or a runner process on this host that no longer exists);
 - claims the oldest queued job while fewer than ``max_jobs`` run, and runs each in a thread:
-  batch kinds are split into batches submitted to Dask with a bounded window in flight (so a
-  200,000-image job neither floods the scheduler nor holds every future); function kinds are one
-  Dask task;
+  batch kinds are split into chunks of images (:func:`~aqualens.processing.kinds.task_size`),
+  one Dask task each, with a bounded window in flight (so a 200,000-image job neither floods
+  the scheduler nor holds every future); each task computes AND stores its chunk on its worker
+  (:func:`~aqualens.processing.tasks.process_chunk`), so the runner only schedules and never
+  becomes the cluster's bottleneck; function kinds are one Dask task;
 - heartbeats its jobs every ``heartbeat_s``; honours cancel requests between batches;
 - retries a failed batch task (a worker lost, a transient error that outlived the in-task
   retries) ``batch_retries`` times with backoff, then fails the job: a job fails only on
@@ -24,13 +26,9 @@ from typing import Any
 
 from aqualens.catalog.context import Context
 from aqualens.processing import jobs
-from aqualens.processing.kinds import JobCancelled, is_batch_kind, resolve_kind
-from aqualens.processing.tasks import (
-    compute_batch,
-    run_function,
-    settings_dict,
-    store_batch,
-)
+from aqualens.processing.kinds import (JobCancelled, is_batch_kind, resolve_kind,
+                                       task_size)
+from aqualens.processing.tasks import process_chunk, run_function, settings_dict
 
 log = logging.getLogger(__name__)
 
@@ -246,23 +244,24 @@ class Runner:
             jobs.set_total(s, job.id, len(ids))
             done = jobs.done_image_ids(s, job.id)
             pending = [i for i in ids if i not in done]
-            size = int(job.params.get("batch_size") or kind.batch_size)
-            batches = [pending[i:i + size] for i in range(0, len(pending), size)]
-            jobs.log(s, job.id, f"{len(ids)} images, {len(ids) - len(pending)} already done; "
-                                f"{len(batches)} batches of up to {size}")
         client = self.client
+        size = task_size(kind, job.params, len(pending), total_threads(client))
+        batches = [pending[i:i + size] for i in range(0, len(pending), size)]
+        with self.ctx.session() as s:
+            jobs.log(s, job.id, f"{len(ids)} images, {len(ids) - len(pending)} already done; "
+                                f"{len(batches)} tasks of up to {size}")
         sdict = settings_dict(self.ctx.settings)
         window = max(2, 2 * total_threads(client))
         queue = list(enumerate(batches))
         attempts: dict[int, int] = {}
         fut_batch: dict[Any, int] = {}
-        workers: dict[str, int] = {}  # batches per worker process, reported in the outputs
-        seconds: dict[str, float] = {}  # worker time computing vs writing results
+        workers: dict[str, int] = {}  # tasks per worker process, reported in the outputs
+        seconds: dict[str, float] = {}  # worker time computing vs storing results
 
         def submit(index: int) -> Any:
             n = attempts.get(index, 0)
-            fut = client.submit(compute_batch, sdict, job.kind, job.id, job.params,
-                                batches[index], pure=False,
+            fut = client.submit(process_chunk, sdict, job.kind, job.id, job.params,
+                                batches[index], job.owner_id, job.service_id, pure=False,
                                 key=f"aqualens-batch-{job.id}-{index}-{n}")
             fut_batch[fut] = index
             return fut
@@ -287,9 +286,6 @@ class Runner:
                 time.sleep(self.retry_backoff_s * 2 ** (n - 1))
                 ac.add(submit(index))
                 continue
-            # Stored here while the workers compute the next batches of the window.
-            summary.update(store_batch(self.ctx, job.kind, job.id, job.params,
-                                       summary.pop("results"), job.owner_id, job.service_id))
             workers[summary.get("worker", "?")] = workers.get(summary.get("worker", "?"), 0) + 1
             for key in ("compute_s", "write_s"):
                 seconds[key] = seconds.get(key, 0.0) + summary.get(key, 0.0)

@@ -1,10 +1,14 @@
 """Dask task functions. They take a settings dict, a kind name, ids and JSON params — never ORM
 objects or sessions — and build what they need once per worker process (contexts, models).
 
-A batch is computed on a worker (:func:`compute_batch`: no catalogue writes) and stored by the
-runner (:func:`store_batch`): the kind's side effects, the (job, image) result rows and one usage
-event in ONE transaction. Transient failures (a locked SQLite file, an unreachable
-object store, a dropped database connection) are retried here with exponential backoff.
+A task (:func:`process_chunk`) computes a chunk of images on a worker (:func:`compute_batch`:
+blob reads, decoding, the model) and stores it there (:func:`store_batch`): the kind's side
+effects, the (job, image) result rows, the progress counters and one usage event in ONE
+transaction. Storing where the results are computed keeps the runner out of the data path: it
+only schedules, so a cluster's write rate grows with its workers (PostgreSQL takes their
+transactions in parallel; SQLite takes them one at a time, each a few milliseconds per chunk).
+Transient failures (a locked SQLite file, an unreachable object store, a dropped database
+connection, a concurrent writer of the same results) are retried here with exponential backoff.
 """
 
 from __future__ import annotations
@@ -81,17 +85,28 @@ def with_retries(fn, *, retries: int | None = None, backoff_s: float | None = No
             attempt += 1
 
 
-def compute_batch(settings: dict[str, Any], kind_name: str, job_id: str,
-                  params: dict[str, Any], image_ids: list[int]) -> dict[str, Any]:
-    """Process one batch of a batch-kind job ON A WORKER; nothing is written to the catalogue.
+def process_chunk(settings: dict[str, Any], kind_name: str, job_id: str,
+                  params: dict[str, Any], image_ids: list[int], owner_id: int,
+                  service_id: int | None = None) -> dict[str, Any]:
+    """The Dask task of a batch-kind job: compute ``image_ids`` and store their results.
 
-    Returns ``{"results": [one dict per image, in order], "worker", "compute_s"}``; the runner
-    stores the results (:func:`store_batch`). Keeping catalogue writes out of the workers means
-    they never wait for a database lock (SQLite has one writer) and spend their time computing.
+    Returns ``{"done", "failed", "skipped", "worker", "compute_s", "write_s"}``.
+    """
+    ctx = worker_context(settings)
+    out = compute_batch(ctx, kind_name, job_id, params, image_ids)
+    out.update(store_batch(ctx, kind_name, job_id, params, out.pop("results"), owner_id,
+                           service_id))
+    return out
+
+
+def compute_batch(ctx: Context, kind_name: str, job_id: str, params: dict[str, Any],
+                  image_ids: list[int]) -> dict[str, Any]:
+    """Run the kind's ``process_batch`` on ``image_ids`` (nothing is stored here).
+
+    Returns ``{"results": [one dict per image, in order], "worker", "compute_s"}``.
     """
     from aqualens.processing.kinds import BatchJobKind, resolve_kind
 
-    ctx = worker_context(settings)
     kind = resolve_kind(kind_name)
 
     def attempt() -> dict[str, Any]:

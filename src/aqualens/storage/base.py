@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from aqualens.core.config import Settings
 
 TIERS = ("active", "archive")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 CHUNK = 1024 * 1024
 
 
@@ -28,7 +30,7 @@ def sha256_file(path: Path) -> str:
 
 def check_key(sha: str) -> str:
     """Refuse anything that is not a lower-case hex sha256 (keys become paths)."""
-    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+    if not isinstance(sha, str) or _SHA256.fullmatch(sha) is None:
         raise ValidationError(f"not a sha256 hex digest: {sha!r}", field="sha256",
                               valid="64 lower-case hex characters")
     return sha
