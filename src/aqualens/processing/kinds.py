@@ -5,7 +5,7 @@ Two forms are accepted; the runner (:mod:`aqualens.processing.runner`) tells the
 
 1. **Batch kind** — a subclass of :class:`BatchJobKind` (the class or an instance). Work is a list
    of catalogue image ids, sent to Dask workers in tasks of up to ``chunk_size`` images
-   (:func:`task_size`; kinds whose work is a model call process a task's images in batches of
+   (:func:`split_tasks`; kinds whose work is a model call process a task's images in batches of
    ``batch_size``, so memory stays bounded by the batch while each task's round trip, and each
    transaction storing its results, is paid once per chunk):
 
@@ -94,19 +94,28 @@ class BatchJobKind(ABC):
         return None
 
 
-def task_size(kind: BatchJobKind, params: dict, pending: int, threads: int) -> int:
-    """Images per Dask task for a job: ``params["chunk_size"]``, else the kind's ``chunk_size``
-    capped so that every worker thread gets at least 4 tasks (a small job still spreads over
-    the cluster and no worker idles long at the end), rounded up to whole batches, and never
-    less than one batch."""
+def split_tasks(kind: BatchJobKind, params: dict, image_ids: list[int],
+                threads: int) -> list[list[int]]:
+    """Cut a job's pending images into Dask tasks.
+
+    ``params["chunk_size"]`` gives fixed tasks of that size; a kind without ``chunk_size`` sends
+    one batch per task. Otherwise the tasks shrink as the job nears its end (guided
+    scheduling): each takes a quarter of what is left per worker thread, capped at the kind's
+    chunk and rounded up to whole batches. The big early tasks keep the per-task costs low; the
+    small last ones keep every worker busy to the end instead of one finishing a big task alone.
+    """
     batch = max(1, int(params.get("batch_size") or kind.batch_size))
-    if params.get("chunk_size"):
-        return max(1, int(params["chunk_size"]))
-    if not kind.chunk_size:
-        return batch
-    spread = -(-max(1, pending) // (4 * max(1, threads)))
-    chunk = min(max(kind.chunk_size, batch), spread)
-    return max(batch, -(-chunk // batch) * batch)
+    if params.get("chunk_size") or not kind.chunk_size:
+        size = max(1, int(params.get("chunk_size") or batch))
+        return [image_ids[i:i + size] for i in range(0, len(image_ids), size)]
+    cap = max(kind.chunk_size, batch)
+    tasks, start, n = [], 0, len(image_ids)
+    while start < n:
+        share = -(-(n - start) // (4 * max(1, threads)))
+        size = max(batch, -(-min(cap, share) // batch) * batch)
+        tasks.append(image_ids[start:start + size])
+        start += size
+    return tasks
 
 
 def resolve_kind(name: str) -> Any:

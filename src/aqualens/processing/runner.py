@@ -5,7 +5,7 @@ One runner per instance is normal; several may run (claims are atomic UPDATEs). 
 - on start, and every ``stale_s / 2`` seconds, re-queues jobs left ``running`` by a dead runner
   (heartbeat older than ``stale_s``, or a runner process on this host that no longer exists);
 - claims the oldest queued job while fewer than ``max_jobs`` run, and runs each in a thread:
-  batch kinds are split into chunks of images (:func:`~aqualens.processing.kinds.task_size`),
+  batch kinds are split into chunks of images (:func:`~aqualens.processing.kinds.split_tasks`),
   one Dask task each, with a bounded window in flight (so a 200,000-image job neither floods
   the scheduler nor holds every future); each task computes AND stores its chunk on its worker
   (:func:`~aqualens.processing.tasks.process_chunk`), so the runner only schedules and never
@@ -27,7 +27,7 @@ from typing import Any
 from aqualens.catalog.context import Context
 from aqualens.processing import jobs
 from aqualens.processing.kinds import (JobCancelled, is_batch_kind, resolve_kind,
-                                       task_size)
+                                       split_tasks)
 from aqualens.processing.tasks import process_chunk, run_function, settings_dict
 
 log = logging.getLogger(__name__)
@@ -245,11 +245,11 @@ class Runner:
             done = jobs.done_image_ids(s, job.id)
             pending = [i for i in ids if i not in done]
         client = self.client
-        size = task_size(kind, job.params, len(pending), total_threads(client))
-        batches = [pending[i:i + size] for i in range(0, len(pending), size)]
+        batches = split_tasks(kind, job.params, pending, total_threads(client))
         with self.ctx.session() as s:
             jobs.log(s, job.id, f"{len(ids)} images, {len(ids) - len(pending)} already done; "
-                                f"{len(batches)} tasks of up to {size}")
+                                f"{len(batches)} tasks of up to "
+                                f"{max(map(len, batches), default=0)}")
         sdict = settings_dict(self.ctx.settings)
         window = max(2, 2 * total_threads(client))
         queue = list(enumerate(batches))
