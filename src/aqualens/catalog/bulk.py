@@ -5,16 +5,17 @@ SQLAlchemy's Core ``executemany`` builds every row's parameters through its gene
 needs to insert it. :func:`insert_rows` compiles the INSERT once per (table, columns, dialect)
 and applies each column's own bind processor (JSON, DateTime, Boolean: SQLAlchemy's, so values
 are stored exactly as the ORM would store them) in one pass, then hands the rows to the driver's
-``executemany``.
+``executemany`` — or, on PostgreSQL through psycopg, to one ``COPY ... FROM STDIN`` (the
+driver's ``executemany`` would send and the server execute one INSERT per row).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Table, insert
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
 
 _compiled: dict[tuple, tuple[str, list[str], list[Callable | None], bool]] = {}
@@ -48,8 +49,25 @@ def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> N
             columns.append([proc(values[0])] * len(values))
         else:
             columns.append([proc(v) for v in values])
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        _copy_rows(conn, table, names, zip(*columns))
+        return
     if positional:
         params: list[Any] = list(zip(*columns))
     else:
         params = [dict(zip(names, values)) for values in zip(*columns)]
     conn.exec_driver_sql(sql, params)
+
+
+def _copy_rows(conn: Connection, table: Table, names: list[str], rows: Iterable[tuple]) -> None:
+    """``COPY table (names) FROM STDIN`` on the session's own connection, so the rows belong to
+    its transaction. Values are the bind-processed ones (psycopg dumps them as for an INSERT)."""
+    prep = conn.dialect.identifier_preparer
+    cols = ", ".join(prep.quote(n) for n in names)
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        with cursor.copy(f"COPY {prep.format_table(table)} ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    finally:
+        cursor.close()
