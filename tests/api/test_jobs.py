@@ -80,6 +80,11 @@ def test_bad_job_requests(client):
     assert r.status_code == 404 and r.json()["field"] == "model"
     r = client.post("/api/v1/predict", json={"collection": "c"})
     assert r.status_code == 422 and r.json()["field"] == "model"
+    for field, value in (("chunk_size", 0), ("chunk_size", 10**6), ("chunk_size", "x"),
+                         ("batch_size", 5000)):
+        r = client.post("/api/v1/predict", json={"model": "nope", "collection": "c",
+                                                 field: value})
+        assert r.status_code in (404, 422), r.text
 
 
 def test_predict_and_compare(ctx, client, runner, tmp_path):

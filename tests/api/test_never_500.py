@@ -292,7 +292,7 @@ ENDPOINTS = [  # (method, path template with {ref}, query names, body fields)
     ("GET", "/api/v1/models", ["task", "name", "q", "latest", "limit", "offset"], None),
     ("GET", "/api/v1/models/{ref}", [], None),
     ("POST", "/api/v1/predict", [], ["model", "collection", "query", "image_ids", "top_k",
-                                     "threshold", "batch_size"]),
+                                     "threshold", "batch_size", "chunk_size"]),
     ("GET", "/api/v1/jobs", ["state", "kind", "service_id", "since", "limit", "offset"], None),
     ("GET", "/api/v1/jobs/{ref}", [], None),
     ("GET", "/api/v1/exports", ["format", "collection", "status"], None),

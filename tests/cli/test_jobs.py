@@ -40,6 +40,12 @@ def test_predict_collection_and_compare(ctx, runner, tmp_path):
     assert plot.read_bytes().startswith(b"\x89PNG")
     r = runner.invoke(app, ["compare", "--job", first], env=env)
     assert r.exit_code != 0 and "exactly twice" in r.output
+    r = runner.invoke(app, ["predict", "--model", "bright@1.0.0", "--collection", "cam1",
+                            "--chunk-size", "0"], env=env)
+    assert r.exit_code == 1 and "chunk_size must be an integer 1..100000" in r.output, r.output
+    r = runner.invoke(app, ["predict", "--model", "bright@1.0.0", "--collection", "cam1",
+                            "--batch-size", "1", "--chunk-size", "1"], env=env)
+    assert r.exit_code == 0 and "succeeded: 3 done" in r.output, r.output
 
 
 def test_cancel_retry_and_errors(ctx, runner):

@@ -293,15 +293,19 @@ def parse_query(text: str) -> dict:
 
 
 def predict_job(model: str, collection: str | None, query: str | None, top_k: int,
-                threshold: float, batch_size: int, detach: bool) -> None:
+                threshold: float, batch_size: int | None, detach: bool, *,
+                chunk_size: int | None = None) -> None:
     """``aqualens predict --model M --collection C | --query Q``: a predict job, waited for with
-    a progress bar (and run in this process when no server runner takes it)."""
+    a progress bar (and run in this process when no server runner takes it). Batch and chunk
+    sizes left out take the predict kind's defaults."""
     from aqualens.processing import jobs
 
     ctx = context()
     user = cli_user(ctx)
-    params: dict = {"model": model, "top_k": top_k, "threshold": threshold,
-                    "batch_size": batch_size}
+    params: dict = {"model": model, "top_k": top_k, "threshold": threshold}
+    for key, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if value is not None:
+            params[key] = value
     if collection is not None:
         params["collection"] = collection
     if query is not None:

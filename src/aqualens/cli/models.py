@@ -214,7 +214,11 @@ def predict_command(model: str = typer.Option(..., "--model", "-m",
                     detach: bool = typer.Option(False, "--detach", help="Queue the job, don't wait."),
                     top_k: int = typer.Option(5, "--top-k"),
                     threshold: float = typer.Option(0.0, "--threshold"),
-                    batch_size: int = typer.Option(16, "--batch-size"),
+                    batch_size: Optional[int] = typer.Option(
+                        None, "--batch-size",
+                        help="Images per model call (files: 16; a job: 128)."),
+                    chunk_size: Optional[int] = typer.Option(
+                        None, "--chunk-size", help="Images per Dask task of a job (512)."),
                     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda")) -> None:
     """Run a model on image files. With a package file nothing else is needed: no server, no
     catalogue, no network."""
@@ -226,7 +230,9 @@ def predict_command(model: str = typer.Option(..., "--model", "-m",
     if collection is not None or query is not None:  # catalogue reanalysis: a job (processing)
         from aqualens.cli.jobs import predict_job
 
-        return predict_job(model, collection, query, top_k, threshold, batch_size, detach)
+        return predict_job(model, collection, query, top_k, threshold, batch_size, detach,
+                           chunk_size=chunk_size)
+    batch_size = batch_size or 16
     if not sources or out is None:
         raise ValidationError("give image files and --out, or --collection/--query",
                               field="SOURCES", valid="SOURCES... --out results.csv")

@@ -33,7 +33,8 @@ class PredictRequest(BaseModel):
     image_ids: list[int] | None = None
     top_k: int = 5
     threshold: float = 0.0
-    batch_size: int | None = None
+    batch_size: int | None = Field(default=None, description="images per model call (128)")
+    chunk_size: int | None = Field(default=None, description="images per Dask task (512)")
 
 
 def _accepted(job) -> JSONResponse:
