@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import dask
 import pytest
 from sqlalchemy import func, select
 
@@ -88,6 +89,28 @@ def test_sigkill_runner_mid_job_then_resume(ctx, tmp_path):
     assert any("is gone; job re-queued" in m for m in logs)
 
 
+PROFILER = "distributed.worker.profile.enabled"
+
+
+def test_lean_local_cluster(tmp_path):
+    """The LocalCluster AquaLens starts runs without Dask's profiler, in its worker processes
+    too; ``dask.lean = false`` keeps Dask's defaults."""
+    from aqualens.processing.cluster import close_client, open_client
+
+    from tests.conftest import make_settings
+
+    for lean in (True, False):
+        settings = make_settings(tmp_path / f"data-{lean}", dask={
+            "n_workers": 1, "threads_per_worker": 1, "processes": True, "lean": lean})
+        client = open_client(settings)
+        try:
+            assert set(client.run(dask.config.get, PROFILER).values()) == {not lean}
+        finally:
+            close_client(client)
+    # Nothing stays set in this process.
+    assert dask.config.get(PROFILER) is True
+
+
 @pytest.mark.slow
 def test_separate_scheduler_and_two_workers(tmp_path):
     """``dask scheduler`` + ``aqualens worker`` + ``dask worker`` as processes; the runner in
@@ -115,6 +138,12 @@ def test_separate_scheduler_and_two_workers(tmp_path):
         while len(runner.client.nthreads()) < 2:
             assert time.monotonic() < deadline, [p.poll() for p in procs]
             time.sleep(0.2)
+        # `aqualens worker` starts lean (no statistical profiler); a plain `dask worker` keeps
+        # Dask's defaults.
+        profiling = runner.client.run(dask.config.get, PROFILER)
+        names = {a: w["name"] for a, w in runner.client.scheduler_info()["workers"].items()}
+        assert {names[a]: on for a, on in profiling.items()} == {"aq-worker": False,
+                                                                 "dask-worker": True}
         with ctx.session() as s:
             job_id = jobs.create_job(s, "predict", {"model": "bright", "collection": "cam1",
                                                     "batch_size": 2}, admin_id(ctx)).id

@@ -38,6 +38,10 @@ class DaskSettings(BaseModel):
     n_workers: int = Field(default=1, ge=1)
     threads_per_worker: int = Field(default=2, ge=1)
     processes: bool = False
+    #: Lighter Dask housekeeping in the clusters AquaLens starts itself (the LocalCluster and
+    #: ``aqualens worker``); see ``aqualens.processing.cluster.LEAN_DASK``. False keeps Dask's
+    #: defaults (its statistical profiler, for a dashboard).
+    lean: bool = True
 
 
 class ModelSettings(BaseModel):
