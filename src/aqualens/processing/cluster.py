@@ -17,6 +17,9 @@ otherwise each use every core, and two worker processes on two cores would fight
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from aqualens.core.errors import ConfigError
@@ -44,12 +47,26 @@ LEAN_DASK = {
 }
 
 
-def dask_config(settings: Settings | None):  # noqa: ANN201 - a dask.config.set context
-    """The Dask configuration to start AquaLens' own scheduler and workers under."""
+# dask.config.set changes the process-wide configuration and restores it on exit: two threads
+# starting clusters at once would interleave and could leave the lean values set for good.
+_config_lock = threading.Lock()
+
+
+@contextmanager
+def dask_config(settings: Settings | None) -> Iterator[dict]:
+    """Start AquaLens' own scheduler and workers in this block: the lean configuration is set
+    (unless ``settings.dask.lean`` is off) and the block runs alone among such blocks. Yields
+    the values set, for worker processes (a nanny passes them to its worker)."""
     import dask
 
-    lean = settings is None or settings.dask.lean
-    return dask.config.set(LEAN_DASK if lean else {})
+    values = lean_values(settings)
+    with _config_lock, dask.config.set(values):
+        yield values
+
+
+def lean_values(settings: Settings | None) -> dict:
+    """The Dask configuration values AquaLens sets for its own clusters (see LEAN_DASK)."""
+    return dict(LEAN_DASK) if settings is None or settings.dask.lean else {}
 
 
 def worker_env(settings: Settings | None, nthreads: int) -> dict[str, str]:
@@ -78,10 +95,11 @@ def open_client(settings: Settings, *, timeout_s: float = 30) -> Client:
                               field="AQUALENS_DASK__ADDRESS",
                               valid="tcp://host:8786 of a running 'dask scheduler'") from None
     # Threads (processes=False) share this process and its settings: nothing to set there.
-    extra = {"env": worker_env(settings, dask.threads_per_worker)} if dask.processes else {}
-    # Read when the scheduler, nannies and workers are built (worker processes get the nanny's
-    # copy), so the setting holds for the cluster's life without staying set in this process.
-    with dask_config(settings):
+    # Read when the scheduler, nannies and workers are built (worker processes get it from
+    # their nanny), so it holds for the cluster's life without staying set in this process.
+    with dask_config(settings) as config:
+        extra = ({"env": worker_env(settings, dask.threads_per_worker), "config": config}
+                 if dask.processes else {})
         cluster = LocalCluster(n_workers=dask.n_workers,
                                threads_per_worker=dask.threads_per_worker,
                                processes=dask.processes, dashboard_address=None,
@@ -135,5 +153,11 @@ def run_worker(address: str, *, nthreads: int = 1, name: str | None = None,
                        memory_limit=memory_limit, **kwargs) as worker:
             await worker.finished()
 
-    with dask_config(settings):
-        asyncio.run(main())
+    import dask
+
+    # This process is the worker's (or its nanny's): the values may stay set for its life.
+    values = lean_values(settings)
+    dask.config.set(values)
+    if nanny:
+        kwargs["config"] = values
+    asyncio.run(main())
