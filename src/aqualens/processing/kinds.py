@@ -22,7 +22,7 @@ Two forms are accepted; the runner (:mod:`aqualens.processing.runner`) tells the
      left for images that have no result yet (for kinds whose writes happen in process_batch).
    - ``finish(ctx, job) -> dict`` (optional) runs in the runner after the last batch: outputs
      (summary files, counts) stored on ``job.outputs``.
-   - ``usage_kind`` / ``usage_model_id(params)``: the usage event written per batch.
+   - ``usage_kind`` / ``usage_model_id(params)``: the usage event written per task.
 
 2. **Function kind** — any other callable ``run(settings: Settings, job_id: str) -> dict``. It is
    submitted as ONE Dask task (training uses this). It reports through
@@ -60,7 +60,7 @@ class BatchJobKind(ABC):
     #: per-task costs (task round trip, result transfer, the storing transaction) are paid once
     #: per chunk, not once per batch.
     chunk_size: int | None = None
-    #: ``UsageEvent.kind`` written per processed batch.
+    #: ``UsageEvent.kind`` written per processed task.
     usage_kind: str = "process"
 
     def validate(self, session: Session, params: dict, owner_id: int) -> dict:

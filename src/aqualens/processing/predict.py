@@ -9,10 +9,10 @@ Parameters (JSON)::
 Workers load the model once per process through ``aqualens.models.registry.load_runtime`` (an LRU
 of warm runtimes). A Dask task carries a chunk of up to ``chunk_size`` image ids; the worker
 decodes and predicts it ``batch_size`` images at a time (so at most one batch of decoded images
-is in memory). The annotations (status
-``predicted``, source ``model``, ``model_id``, ``job_id``) are written in the same transaction as
-the job's (job, image) result rows, so a retried or resumed batch never duplicates them, and the
-results of different model versions / runs stay side by side, told apart by ``job_id``.
+is in memory). The annotations (status ``predicted``, source ``model``, ``model_id``,
+``job_id``) are written in the same transaction as the job's (job, image) result rows, so a
+retried or resumed chunk never duplicates them, and the results of different model versions /
+runs stay side by side, told apart by ``job_id``.
 """
 
 from __future__ import annotations
