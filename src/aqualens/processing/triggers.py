@@ -33,6 +33,7 @@ from sqlalchemy import String, and_, cast, literal, select
 from aqualens.catalog.context import Context
 from aqualens.catalog.tables import Collection, CollectionImage, Event, Service
 from aqualens.processing import services as svc
+from aqualens.processing.service_kind import suppressed_services
 from aqualens.processing.servicedef import ServiceDef, parse_cron, parse_every
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class TriggerManager:
         """Ingest listener: store an event per new image for services watching the collection."""
         if getattr(ctx, "db_url", None) != self.ctx.db_url:
             return  # another instance in this process (tests, notebooks)
-        suppressed = getattr(svc._suppress, "ids", set())
+        suppressed = suppressed_services()
         with self.ctx.session() as s:
             coll = s.get(Collection, collection_id)
             if coll is None:

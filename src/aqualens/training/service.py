@@ -474,7 +474,7 @@ def model_card(info: Any, dv: DatasetVersion, metrics: dict[str, Any], params: d
              "## Data", "",
              f"- dataset version `{dv.ref}` (manifest sha256 `{dv.manifest_sha256}`): "
              f"{len(m.get('images', []))} images, {len(m.get('annotations', []))} annotations",
-             f"- splits: " + ", ".join(f"{k} {len(v)}" for k, v in m.get("splits", {}).items()),
+             "- splits: " + ", ".join(f"{k} {len(v)}" for k, v in m.get("splits", {}).items()),
              f"- split method: {m.get('split_params', {})}",
              f"- labels ({len(info.labels)}): " + ", ".join(
                  f"{lab.name}" + (f" (AphiaID {lab.aphia_id})" if lab.aphia_id else "")

@@ -130,7 +130,7 @@ async def run_async(name: str, request: Request, ctx: Context = Depends(get_ctx)
         import tempfile
         from pathlib import Path
 
-        from aqualens.processing.services import _ingest
+        from aqualens.processing.service_kind import ingest_for_service
 
         form = await request.form()
         uploads = [f for f in form.getlist("file") if hasattr(f, "read")]
@@ -144,7 +144,7 @@ async def run_async(name: str, request: Request, ctx: Context = Depends(get_ctx)
                 path = Path(tmp) / f"{n}-{Path(up.filename or 'file').name}"
                 path.write_bytes(await up.read())
                 files.append((up.filename or path.name, path))
-            ids = _ingest(ctx, row.id, target, user.id, files)
+            ids = ingest_for_service(ctx, row.id, target, user.id, files)
         selection = {"image_ids": ids}
     else:
         selection = await _definition(request)
