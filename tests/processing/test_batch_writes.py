@@ -1,5 +1,6 @@
 """The bulk writes of a predict batch on both catalogue backends: (job, image) result rows in one
-INSERT ... ON CONFLICT DO NOTHING RETURNING, annotations in one executemany, labels in one query."""
+INSERT ... ON CONFLICT DO NOTHING RETURNING (SQLite) or one JSON array (PostgreSQL), annotations
+in one executemany (SQLite) or COPY (PostgreSQL), labels in one query."""
 
 from __future__ import annotations
 
