@@ -10,7 +10,8 @@ from aqualens.core.errors import NotFound, ValidationError
 from aqualens.processing import jobs
 from aqualens.processing.runner import run_job_now
 from aqualens.training.datasets import freeze
-from aqualens.training.service import evaluate_model, start_training
+from aqualens.training.model_eval import evaluate_model
+from aqualens.training.service import start_training
 from tests.training.helpers import make_classify_collection, make_detect_collection
 
 FAST = {"epochs": 2, "input_size": 32, "batch_size": 8, "threads": 1}

@@ -252,7 +252,7 @@ def evaluate_cmd(model: str = typer.Option(..., "--model", "-m", help="id, name 
                  out: Optional[Path] = typer.Option(None, "--out", help="Write metrics JSON"),
                  fmt: str = typer.Option("table", "--format", help="table|json")) -> None:
     """Evaluate a model on a dataset split: accuracy/F1/confusion or COCO AP/AP50/AP75."""
-    from aqualens.training.service import evaluate_model
+    from aqualens.training.model_eval import evaluate_model
 
     ctx = context()
     user = cli_user(ctx)

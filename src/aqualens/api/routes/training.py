@@ -164,6 +164,6 @@ def train(body: TrainRequest, session: Session = Depends(get_session),
 def evaluate(ref: str, body: EvaluateRequest, ctx: Context = Depends(get_ctx),
              user: User = Depends(current_user)) -> dict[str, Any]:
     """Evaluate a model on a dataset split; metrics are stored on the model when ``store``."""
-    from aqualens.training.service import evaluate_model
+    from aqualens.training.model_eval import evaluate_model
 
     return evaluate_model(ctx, ref, body.dataset, user, split=body.split, store=body.store)
