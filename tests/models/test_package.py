@@ -11,7 +11,7 @@ import pytest
 
 from aqualens.catalog.users import get_admin
 from aqualens.core.errors import Conflict, IntegrityError, NotFound, ValidationError
-from aqualens.models import registry
+from aqualens.models import registry, warm
 from aqualens.models.package import export_package, import_package, open_package
 from tests.conftest import make_ctx, make_settings
 from tests.models.nets import png_bytes, register_classifier
@@ -47,8 +47,8 @@ def test_registry_semver_visibility_and_warm_cache(ctx, tmp_path) -> None:  # no
 
         registry.register_model(s, ctx.store, export_classifier(tmp_path)[0],
                                 ModelInfo.from_dict(classifier_info()), get_admin(s).id)
-    a = registry.load_runtime(ctx, mid)
-    assert registry.load_runtime(ctx, mid) is a   # warm: loaded once per process
+    a = warm.load_runtime(ctx, mid)
+    assert warm.load_runtime(ctx, mid) is a   # warm: loaded once per process
 
 
 def test_package_round_trip_between_instances(ctx, tmp_path, runner) -> None:  # noqa: ANN001
@@ -65,8 +65,8 @@ def test_package_round_trip_between_instances(ctx, tmp_path, runner) -> None:  #
         (model.name, model.version, model.labels)
     # importing again is idempotent
     assert import_package(other, pkg, owner).id == imported.id
-    a = registry.load_runtime(ctx, mid)
-    b = registry.load_runtime(other, imported.id)
+    a = warm.load_runtime(ctx, mid)
+    b = warm.load_runtime(other, imported.id)
     from tests.models.nets import colour_image
 
     img = [colour_image((0, 255, 0))]

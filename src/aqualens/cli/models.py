@@ -244,14 +244,15 @@ def predict_command(model: str = typer.Option(..., "--model", "-m",
         raise ValidationError("no image files found", field="SOURCES")
     if is_package(Path(model)):
         with open_package(Path(model)) as pkg:
-            from aqualens.models.registry import runtime_from_files
+            from aqualens.models.warm import runtime_from_files
 
             runtime = runtime_from_files(pkg.artefact, pkg.info, device=device)
             rows = _run(runtime, files, top_k, threshold, batch_size)
             write_results(out, rows, pkg.info, f"sha256:{pkg.artefact_sha256}")
             info = pkg.info
     else:
-        from aqualens.models.registry import get_model, load_runtime, model_info
+        from aqualens.models.registry import get_model, model_info
+        from aqualens.models.warm import load_runtime
 
         ctx = context()
         user = cli_user(ctx)

@@ -216,7 +216,8 @@ def export_package(ctx: Context, ref: int | str, user: User | None, out: Path | 
     """Write the package of a registered model (to ``out`` or the instance's cache) and record
     its sha256 on the model. Returns (path, model)."""
     from aqualens.catalog.tables import Model
-    from aqualens.models.registry import _artefact_path, get_model, model_info, runtime_class
+    from aqualens.models.registry import get_model, model_info, runtime_class
+    from aqualens.models.warm import artefact_path
     from aqualens.storage.base import sha256_file
 
     with ctx.session() as s:
@@ -227,7 +228,7 @@ def export_package(ctx: Context, ref: int | str, user: User | None, out: Path | 
                    "params": model.params}
     cls = runtime_class(info.runtime)
     suffix = (cls.suffixes or (".bin",))[0]
-    src = _artefact_path(ctx, sha, suffix)
+    src = artefact_path(ctx, sha, suffix)
     work = Path(tempfile.mkdtemp(prefix="aqlexport-"))
     try:
         art = work / f"model{suffix}"

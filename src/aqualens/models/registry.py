@@ -1,4 +1,4 @@
-"""The model registry: Model rows + artefacts in the blob store, and warm runtimes per process.
+"""The model registry: Model rows + artefacts in the blob store (warm runtimes: models/warm.py).
 
 A model is ``name`` + semantic ``version``; its PID is the sha256 of its artefact (the ONNX or
 TorchScript file, or for a DEEPaaS module the small JSON descriptor naming the module). Models are
@@ -8,10 +8,7 @@ owned and private by default; :func:`update_model` can make one public.
 from __future__ import annotations
 
 import json
-import tempfile
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +19,7 @@ from sqlalchemy.orm import Session
 from aqualens.catalog.ids import id_from_ref
 from aqualens.catalog.tables import Annotation, DatasetVersion, Model, User
 from aqualens.catalog.users import check_visibility, check_write, visible
-from aqualens.core.errors import Conflict, IntegrityError, NotFound, ValidationError
+from aqualens.core.errors import Conflict, NotFound, ValidationError
 from aqualens.core.plugins import get_registry
 from aqualens.models.base import (
     SEMVER_RE,
@@ -39,8 +36,6 @@ if TYPE_CHECKING:
 GROUP = "aqualens.models"
 LICENCE_MAX = 100  # the width of models.licence
 EDITABLE = ("description", "card", "licence", "keywords", "visibility", "metrics")
-# Loaded runtimes kept per process (LRU): enough for a few models side by side.
-CACHE_SIZE = 8
 
 
 def runtime_class(runtime: str) -> type[ModelRuntime]:
@@ -338,12 +333,10 @@ def update_model(session: Session, ref: int | str, user: User | None, **changes:
     # (nothing a runtime computes with can change without a new version).
     from aqualens.catalog.db import normalise_url
 
-    url = session.get_bind().url.render_as_string(hide_password=False)
-    info = model_info(model)
-    with _lock:
-        for key, runtime in _cache.items():
-            if key[1:3] == (model.id, model.artefact_sha256) and normalise_url(key[0]) == url:
-                runtime.info = info
+    from aqualens.models.warm import refresh_info
+
+    refresh_info(normalise_url(session.get_bind().url.render_as_string(hide_password=False)),
+                 model.id, model.artefact_sha256, model_info(model))
     return model
 
 
@@ -368,6 +361,8 @@ def delete_model(ctx: Context, ref: int | str, user: User | None) -> dict[str, A
             ctx.store.delete(sha)
         except NotFound:
             pass
+    from aqualens.models.warm import forget_runtime
+
     forget_runtime(out["id"])
     forget_resolved()
     out["had_annotations"] = n_ann is not None
@@ -386,100 +381,3 @@ def model_dict(model: Model, *, owner_name: str | None = None) -> dict[str, Any]
                         "params": model.params},
             "owner_id": model.owner_id, "owner": owner_name, "visibility": model.visibility,
             "created_at": model.created_at.isoformat() if model.created_at else None}
-
-
-# ---- warm runtimes -------------------------------------------------------------------------
-
-_cache: OrderedDict[tuple, ModelRuntime] = OrderedDict()
-_lock = threading.Lock()
-_loading: dict[tuple, threading.Lock] = {}
-
-
-def _artefact_path(ctx: Context, sha: str, suffix: str) -> Path:
-    """A local file for a stored artefact: the blob itself on a local store, else a cached
-    download under ``<data_dir>/cache/models`` verified against its sha256."""
-    local = ctx.store.local_path(sha)
-    if local is not None and Path(local).is_file():
-        return Path(local)
-    cache = Path(ctx.settings.data_dir) / "cache" / "models"
-    cache.mkdir(parents=True, exist_ok=True)
-    target = cache / f"{sha}{suffix}"
-    if not target.is_file():
-        from aqualens.storage.base import sha256_file
-
-        with tempfile.NamedTemporaryFile(dir=cache, delete=False) as tmp:
-            with ctx.store.open(sha) as src:
-                for chunk in iter(lambda: src.read(1 << 20), b""):
-                    tmp.write(chunk)
-        if sha256_file(Path(tmp.name)) != sha:
-            Path(tmp.name).unlink(missing_ok=True)
-            raise IntegrityError(f"stored artefact {sha} does not match its checksum",
-                                 field="artefact")
-        Path(tmp.name).replace(target)
-    return target
-
-
-def load_runtime(ctx: Context, model_id: int, device: str = "auto") -> ModelRuntime:
-    """The warm runtime of a model (loaded once per process and kept; LRU of CACHE_SIZE).
-
-    No permission check: callers check that the user may read the model first.
-    """
-    from aqualens.catalog.db import get_engine
-
-    with get_engine(db_url_of(ctx)).connect() as conn:
-        sha = conn.scalar(select(Model.artefact_sha256).where(Model.id == int(model_id)))
-    if sha is None:
-        raise NotFound(f"no model {model_id}", field="model")
-    return _warm(ctx, int(model_id), sha, device)
-
-
-def runtime_for(ctx: Context, model: ModelRef | Model, device: str = "auto") -> ModelRuntime:
-    """The warm runtime of a model row already read (by :func:`resolve_model` or
-    :func:`get_model`): no catalogue access at all once the runtime is warm.
-
-    The cache key holds the artefact sha256, the model's immutable PID, so a cached runtime can
-    never serve another artefact; the ModelInfo it carries was read with it.
-    """
-    return _warm(ctx, int(model.id), model.artefact_sha256, device)
-
-
-def _warm(ctx: Context, model_id: int, sha: str, device: str) -> ModelRuntime:
-    key = (db_url_of(ctx), model_id, sha, device)
-    with _lock:
-        runtime = _cache.get(key)
-        if runtime is not None:
-            _cache.move_to_end(key)
-            return runtime
-        load_lock = _loading.setdefault(key, threading.Lock())
-    with load_lock:  # one load per model even when many requests arrive at once
-        with _lock:
-            if key in _cache:
-                return _cache[key]
-        with ctx.session() as s:
-            model = s.get(Model, model_id)
-            if model is None or model.artefact_sha256 != sha:
-                raise NotFound(f"no model {model_id}", field="model")
-            info = model_info(model)
-        cls = runtime_class(info.runtime)
-        suffix = (cls.suffixes or (".bin",))[0]
-        runtime = cls.load(_artefact_path(ctx, sha, suffix), info, device=device)
-        with _lock:
-            _cache[key] = runtime
-            while len(_cache) > CACHE_SIZE:
-                _, old = _cache.popitem(last=False)
-                old.close()
-            _loading.pop(key, None)
-    return runtime
-
-
-def forget_runtime(model_id: int | None = None) -> None:
-    """Drop cached runtimes (one model, or all); tests and model deletion use this."""
-    with _lock:
-        keys = list(_cache) if model_id is None else [k for k in _cache if k[1] == model_id]
-        for k in keys:
-            _cache.pop(k).close()
-
-
-def runtime_from_files(artefact: Path, info: ModelInfo, device: str = "auto") -> ModelRuntime:
-    """A runtime straight from files, with no catalogue (offline packages)."""
-    return runtime_class(info.runtime).load(Path(artefact), info, device=device)

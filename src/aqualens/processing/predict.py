@@ -6,7 +6,7 @@ Parameters (JSON)::
      "collection": "obsea-cam1" | "image_ids": [...] | "query": {...},
      "top_k": 5, "threshold": 0.0, "batch_size": 128, "chunk_size": 512}
 
-Workers load the model once per process through ``aqualens.models.registry.load_runtime`` (an LRU
+Workers load the model once per process through ``aqualens.models.warm.load_runtime`` (an LRU
 of warm runtimes). A Dask task carries a chunk of up to ``chunk_size`` image ids; the worker
 decodes and predicts it ``batch_size`` images at a time (so at most one batch of decoded images
 is in memory). The annotations (status ``predicted``, source ``model``, ``model_id``,
@@ -151,7 +151,7 @@ def predict_batch(ctx, model_id: int, image_ids: list[int], *, top_k: int = 5,
                   threshold: float = 0.0, batch_size: int | None = None) -> list[dict[str, Any]]:
     """Decode and predict ``image_ids`` with the warm runtime, ``batch_size`` images per model
     call (all at once when None); one result dict per image, in order."""
-    from aqualens.models.registry import load_runtime
+    from aqualens.models.warm import load_runtime
 
     runtime = load_runtime(ctx, model_id)
     shas = image_shas(ctx, image_ids)

@@ -250,7 +250,7 @@ def run_service_sync(ctx: Context, service: Service, user: User,
     from PIL import Image as PILImage
 
     from aqualens.catalog.tables import UsageEvent
-    from aqualens.models.registry import load_runtime
+    from aqualens.models.warm import load_runtime
     from aqualens.processing.kinds import resolve_kind
 
     if service.paused:

@@ -86,14 +86,14 @@ def training_record(job: Job) -> dict[str, Any]:
 
 def _model_spec(ctx: Context, model_id: int) -> str:
     from aqualens.models.deepaas_adapter import read_descriptor
-    from aqualens.models.registry import _artefact_path
+    from aqualens.models.warm import artefact_path
 
     with ctx.session() as s:
         model = s.get(Model, model_id)
         if model is None:
             raise NotFound(f"no model {model_id}", field="model")
         sha, options = model.artefact_sha256, dict(model.options or {})
-    return options.get("module") or read_descriptor(_artefact_path(ctx, sha, ".json"))
+    return options.get("module") or read_descriptor(artefact_path(ctx, sha, ".json"))
 
 
 def start_training(ctx: Context, model: Model, user: User, args: dict[str, Any],

@@ -94,7 +94,7 @@ def predict_arrays(ctx: Context, model_id: int | ModelRef, arrays: list[np.ndarr
                    top_k: int = 5, threshold: float = 0.0) -> list[Result]:
     """Run the warm runtime of a model on decoded images (no permission check). With a
     :class:`ModelRef` (already read) the warm runtime is found without touching the catalogue."""
-    from aqualens.models.registry import load_runtime, runtime_for
+    from aqualens.models.warm import load_runtime, runtime_for
 
     top_k, threshold = check_options(top_k, threshold)
     runtime = runtime_for(ctx, model_id) if isinstance(model_id, ModelRef) \

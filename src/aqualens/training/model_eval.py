@@ -100,7 +100,8 @@ def evaluate_model(ctx: Context, model_ref: int | str, dataset_ref: str, user: U
     metrics when it is the model's own lineage dataset)."""
     import tempfile
 
-    from aqualens.models.registry import get_model, load_runtime, model_info
+    from aqualens.models.registry import get_model, model_info
+    from aqualens.models.warm import load_runtime
 
     with ctx.session() as s:
         model = get_model(s, model_ref, user)

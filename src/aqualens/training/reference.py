@@ -64,7 +64,7 @@ def build(name: str, data_root: Path, out_dir: Path, seed: int = 0, threads: int
 
     from aqualens.models.base import InputSpec, LabelInfo, ModelInfo
     from aqualens.models.package import build_package
-    from aqualens.models.registry import runtime_from_files
+    from aqualens.models.warm import runtime_from_files
     from aqualens.training.data import (build_train_data, class_folders, guess_channels,
                                         path_reader, yolo_folder)
     from aqualens.training.evaluate import classification_metrics, detection_metrics

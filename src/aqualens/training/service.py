@@ -290,7 +290,8 @@ def _package_and_register(ctx: Context, job_id: str, params: dict, owner_id: int
     import torch
 
     from aqualens.models.base import InputSpec, LabelInfo, ModelInfo
-    from aqualens.models.registry import register_model, runtime_from_files
+    from aqualens.models.registry import register_model
+    from aqualens.models.warm import runtime_from_files
     from aqualens.processing import jobs
     from aqualens.training.export import export_onnx, parity_check
 

@@ -25,7 +25,7 @@ from aqualens.api.routes.models import read_upload, wants_png
 from aqualens.catalog.context import Context
 from aqualens.catalog.tables import Model, User
 from aqualens.core.errors import ModelError, ValidationError
-from aqualens.models import registry
+from aqualens.models import registry, warm
 
 router = APIRouter(tags=["deepaas-v2"])
 PLATFORM_ACCEPT = ["application/json", "image/png"]
@@ -60,7 +60,7 @@ def _model(ctx: Context, name: str, user: User | None) -> Model:
 
 
 def _runtime(ctx: Context, model: Model | registry.ModelRef):  # noqa: ANN202
-    return registry.runtime_for(ctx, model)
+    return warm.runtime_for(ctx, model)
 
 
 def _metadata(ctx: Context, model: Model, href: str) -> dict[str, Any]:
