@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from aqualens.training.data import build_train_data, class_folders, guess_channels, path_reader  # noqa: E402
 from aqualens.training.evaluate import classification_metrics  # noqa: E402
 from aqualens.training.inference import predict_classify  # noqa: E402
-from aqualens.training.loop import TrainConfig, pick_device, train  # noqa: E402
+from aqualens.training.config import TrainConfig  # noqa: E402
+from aqualens.training.loop import pick_device, train  # noqa: E402
 from aqualens.training.splits import make_splits  # noqa: E402
 
 TARGET_ACC, TARGET_MIN = 0.75, 10.0

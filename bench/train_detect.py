@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from aqualens.training.data import build_train_data, path_reader, yolo_folder  # noqa: E402
 from aqualens.training.evaluate import detection_metrics  # noqa: E402
 from aqualens.training.inference import predict_detect  # noqa: E402
-from aqualens.training.loop import TrainConfig, pick_device, train  # noqa: E402
+from aqualens.training.config import TrainConfig  # noqa: E402
+from aqualens.training.loop import pick_device, train  # noqa: E402
 from aqualens.training.reference import detect_splits  # noqa: E402
 
 TARGETS = {"random": 0.5, "video": 0.35}

@@ -17,7 +17,8 @@ import torch
 
 from aqualens.core.errors import ValidationError
 from aqualens.training.data import TrainData
-from aqualens.training.loop import TrainConfig, TrainingCancelled, train
+from aqualens.training.config import TrainConfig
+from aqualens.training.loop import TrainingCancelled, train
 from tests.training.helpers import classify_image, detect_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,7 +125,8 @@ SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     from pathlib import Path
     from aqualens.training.data import TrainData
-    from aqualens.training.loop import TrainConfig, train
+    from aqualens.training.config import TrainConfig
+    from aqualens.training.loop import train
     from tests.training.helpers import classify_image
     imgs = np.stack([classify_image(i % 3, i)[:, :, None] for i in range(30)])
     data = TrainData(images=imgs, labels=np.arange(30) % 3)

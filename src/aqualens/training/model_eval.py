@@ -18,7 +18,7 @@ from aqualens.catalog.datasets import get_version
 from aqualens.catalog.tables import DatasetVersion, Model, User
 from aqualens.core.errors import ValidationError
 from aqualens.training.datasets import training_items
-from aqualens.training.loop import TASKS
+from aqualens.training.config import TASKS
 
 
 def _decode_rgb(data: bytes) -> np.ndarray:

@@ -69,7 +69,8 @@ def build(name: str, data_root: Path, out_dir: Path, seed: int = 0, threads: int
                                         path_reader, yolo_folder)
     from aqualens.training.evaluate import classification_metrics, detection_metrics
     from aqualens.training.export import export_onnx, parity_check
-    from aqualens.training.loop import TrainConfig, train
+    from aqualens.training.config import TrainConfig
+    from aqualens.training.loop import train
     from aqualens.training.splits import make_splits
 
     spec_ref = REFERENCES[name]

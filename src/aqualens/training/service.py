@@ -25,7 +25,7 @@ from aqualens.catalog.datasets import get_version
 from aqualens.catalog.tables import DatasetVersion, Model, User
 from aqualens.core.errors import ModelError, NotFound, ValidationError
 from aqualens.training.datasets import training_items
-from aqualens.training.loop import TASKS, TrainConfig
+from aqualens.training.config import TASKS, TrainConfig
 from aqualens.training.model_eval import evaluate_runtime, model_card
 
 KIND = "train"
