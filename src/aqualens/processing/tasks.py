@@ -96,33 +96,35 @@ def process_chunk(settings: dict[str, Any], kind_name: str, job_id: str,
     out = compute_batch(ctx, kind_name, job_id, params, image_ids)
     out.update(store_batch(ctx, kind_name, job_id, params, out.pop("results"), owner_id,
                            service_id))
+    out["skipped"] = len(image_ids) - out["done"] - out["failed"]  # stored before this task
     return out
 
 
 def compute_batch(ctx: Context, kind_name: str, job_id: str, params: dict[str, Any],
                   image_ids: list[int]) -> dict[str, Any]:
-    """Run the kind's ``process_batch`` on ``image_ids`` (nothing is stored here).
+    """Run the kind's ``process_batch`` on those of ``image_ids`` that have no result yet (a
+    retried or resumed chunk is not computed again); nothing is stored here.
 
-    Returns ``{"results": [one dict per image, in order], "worker", "compute_s"}``.
+    Returns ``{"results": [one dict per image computed, in order], "worker", "compute_s"}``.
     """
-    from aqualens.processing.kinds import BatchJobKind, resolve_kind
+    from aqualens.processing import jobs
+    from aqualens.processing.kinds import resolve_kind
 
     kind = resolve_kind(kind_name)
 
     def attempt() -> dict[str, Any]:
-        if type(kind).cleanup is not BatchJobKind.cleanup:  # a kind writing side effects itself
-            from aqualens.processing import jobs
-
-            with ctx.session() as s:
-                already = jobs.done_image_ids(s, job_id, image_ids)
-                kind.cleanup(s, job_id, [i for i in image_ids if i not in already])
+        with ctx.session() as s:
+            already = jobs.done_image_ids(s, job_id, image_ids)
+            pending = [i for i in image_ids if i not in already]
+            if pending:
+                kind.cleanup(s, job_id, pending)  # side effects a crashed attempt left
         t0 = time.perf_counter()
-        results = kind.process_batch(ctx, job_id, params, image_ids)
+        results = kind.process_batch(ctx, job_id, params, pending) if pending else []
         by_id = {int(r["image_id"]): r for r in results}
         # An image the kind forgot is a failure with a reason, not a silent gap.
         results = [by_id.get(i) or {"image_id": i, "ok": False,
                                     "error": "the job kind returned no result for this image"}
-                   for i in image_ids]
+                   for i in pending]
         return {"results": results, "worker": WORKER, "compute_s": time.perf_counter() - t0}
 
     return with_retries(attempt, what=f"job {job_id} batch of {len(image_ids)}")

@@ -39,7 +39,10 @@ class LocalBlobStore(BlobStore):
         return cls(Path(unquote(urlparse(url).path)))
 
     def _path(self, sha: str, tier: str) -> Path:
-        return self.root / tier / shard(check_key(sha))
+        return Path(self._path_str(sha, tier))
+
+    def _path_str(self, sha: str, tier: str) -> str:
+        return os.path.join(self._tier_dirs[tier], shard(check_key(sha)))
 
     def _fsync_dir(self, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY)
@@ -114,10 +117,9 @@ class LocalBlobStore(BlobStore):
         return self._path(sha, self.require(sha))
 
     def open(self, sha: str) -> IO[bytes]:
-        key = shard(check_key(sha))
         for tier in TIERS:
             try:
-                return open(os.path.join(self._tier_dirs[tier], key), "rb")
+                return open(self._path_str(sha, tier), "rb")
             except FileNotFoundError:
                 continue
         raise NotFound(f"blob sha256:{sha} is not in the store", field="sha256")
